@@ -1,0 +1,200 @@
+"""RWKV-7 forward pass on the CPU.
+
+Activations, the WKV recurrence and the state are fp32 whatever the weight dtype: storing the
+large matrices in bf16 halves the memory traffic that bounds decoding speed, while fp32
+arithmetic keeps the logits within bf16 rounding of the fp32 reference. One code path serves
+one token (decode) and many (prefill); only the matrix products differ, because a
+matrix-vector product is memory-bound and a matrix-matrix product is compute-bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from engine.backends.cpu_native import TorchKernels, get_kernels
+from engine.checkpoint import ModelConfig
+from engine.state import State
+
+#: exp(-0.5): the decay is w = exp(-e^-0.5 · σ(z)), so every channel keeps at least 54.5 %.
+_DECAY_SCALE = 0.6065306597126334
+_GROUP_NORM_EPS = 64e-5
+_LAYER_NORM_EPS = 1e-5
+_MIX_ORDER = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
+
+
+@dataclass
+class _Layer:
+    ln1: tuple[torch.Tensor, torch.Tensor]
+    ln2: tuple[torch.Tensor, torch.Tensor]
+    mix: torch.Tensor  # (6, C): token-shift coefficients for r, w, k, v, a, g
+    w0: torch.Tensor
+    w1: torch.Tensor
+    w2: torch.Tensor
+    a0: torch.Tensor
+    a1: torch.Tensor
+    a2: torch.Tensor
+    v0: torch.Tensor | None
+    v1: torch.Tensor | None
+    v2: torch.Tensor | None
+    g1: torch.Tensor
+    g2: torch.Tensor
+    k_k: torch.Tensor
+    k_a: torch.Tensor
+    r_k: torch.Tensor  # flattened (C,)
+    receptance: torch.Tensor  # (C, C) in the weight dtype, nn.Linear layout
+    key: torch.Tensor
+    value: torch.Tensor
+    output: torch.Tensor
+    ln_x: tuple[torch.Tensor, torch.Tensor]
+    ffn_mix: torch.Tensor
+    ffn_key: torch.Tensor  # (F, C)
+    ffn_value_t: torch.Tensor  # (F, C): transposed so rows picked by non-zero activations are contiguous
+
+
+class CpuBackend:
+    """Prepared weights plus the forward pass; one instance per loaded model."""
+
+    device = torch.device("cpu")
+
+    def __init__(
+        self,
+        state_dict: Mapping[str, torch.Tensor],
+        config: ModelConfig,
+        weight_dtype: torch.dtype,
+        kernels: TorchKernels | None = None,
+    ) -> None:
+        self.config = config
+        self.weight_dtype = weight_dtype
+        self.kernels = kernels or get_kernels()
+
+        def small(name: str) -> torch.Tensor:
+            return state_dict[name].detach().to(torch.float32).reshape(-1).contiguous()
+
+        def lora(name: str) -> torch.Tensor:
+            return state_dict[name].detach().to(torch.float32).contiguous()
+
+        def big(name: str) -> torch.Tensor:
+            return state_dict[name].detach().to(weight_dtype).contiguous()
+
+        self.emb = big("emb.weight")
+        self.ln0 = (small("blocks.0.ln0.weight"), small("blocks.0.ln0.bias"))
+        self.ln_out = (small("ln_out.weight"), small("ln_out.bias"))
+        self.head = big("head.weight")
+        self.layers: list[_Layer] = []
+        for i in range(config.n_layer):
+            p = f"blocks.{i}."
+            has_residual = i > 0
+            self.layers.append(
+                _Layer(
+                    ln1=(small(p + "ln1.weight"), small(p + "ln1.bias")),
+                    ln2=(small(p + "ln2.weight"), small(p + "ln2.bias")),
+                    mix=torch.stack([small(p + "att." + m) for m in _MIX_ORDER]),
+                    w0=small(p + "att.w0"), w1=lora(p + "att.w1"), w2=lora(p + "att.w2"),
+                    a0=small(p + "att.a0"), a1=lora(p + "att.a1"), a2=lora(p + "att.a2"),
+                    v0=small(p + "att.v0") if has_residual else None,
+                    v1=lora(p + "att.v1") if has_residual else None,
+                    v2=lora(p + "att.v2") if has_residual else None,
+                    g1=lora(p + "att.g1"), g2=lora(p + "att.g2"),
+                    k_k=small(p + "att.k_k"), k_a=small(p + "att.k_a"), r_k=small(p + "att.r_k"),
+                    receptance=big(p + "att.receptance.weight"), key=big(p + "att.key.weight"),
+                    value=big(p + "att.value.weight"), output=big(p + "att.output.weight"),
+                    ln_x=(small(p + "att.ln_x.weight"), small(p + "att.ln_x.bias")),
+                    ffn_mix=small(p + "ffn.x_k"),
+                    ffn_key=big(p + "ffn.key.weight"),
+                    ffn_value_t=state_dict[p + "ffn.value.weight"].detach().t().to(weight_dtype).contiguous(),
+                )
+            )
+
+    # ------------------------------------------------------------------ public
+
+    def forward(
+        self, tokens: Sequence[int], state: State, all_logits: bool = False
+    ) -> tuple[torch.Tensor, State]:
+        """Logits (last token, or every token with ``all_logits``) and the state after ``tokens``."""
+        with torch.inference_mode():
+            ids = torch.tensor(list(tokens), dtype=torch.long)
+            x = F.layer_norm(self.emb[ids].float(), (self.config.n_embd,), *self.ln0, _LAYER_NORM_EPS)
+            new = State(
+                att_x=torch.empty_like(state.att_x),
+                wkv=torch.empty_like(state.wkv),
+                ffn_x=torch.empty_like(state.ffn_x),
+                tokens_seen=state.tokens_seen + len(ids),
+                meta=dict(state.meta),
+            )
+            v_first: torch.Tensor | None = None
+            for i, layer in enumerate(self.layers):
+                xn = F.layer_norm(x, (self.config.n_embd,), *layer.ln1, _LAYER_NORM_EPS)
+                att, new.wkv[i], v_first = self._time_mix(layer, xn, state.att_x[i], state.wkv[i], v_first)
+                new.att_x[i] = xn[-1]
+                x = x + att
+                xn = F.layer_norm(x, (self.config.n_embd,), *layer.ln2, _LAYER_NORM_EPS)
+                x = x + self._channel_mix(layer, xn, state.ffn_x[i])
+                new.ffn_x[i] = xn[-1]
+            rows = x if all_logits else x[-1:]
+            rows = F.layer_norm(rows, (self.config.n_embd,), *self.ln_out, _LAYER_NORM_EPS)
+            logits = self._linear(rows, self.head)
+            return (logits if all_logits else logits[0]), new
+
+    # ----------------------------------------------------------------- helpers
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x @ weight.T`` for x of shape (T, in); a streaming kernel when T == 1."""
+        if x.shape[0] == 1:
+            return self.kernels.matvec(weight, x[0]).unsqueeze(0)
+        if weight.dtype != torch.float32:
+            weight = weight.float()
+        return F.linear(x, weight)
+
+    @staticmethod
+    def _shifted(xn: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The token-shift input: each row's predecessor, the state's vector for the first row."""
+        if xn.shape[0] == 1:
+            return previous.unsqueeze(0)
+        return torch.cat((previous.unsqueeze(0), xn[:-1]))
+
+    def _time_mix(
+        self,
+        layer: _Layer,
+        xn: torch.Tensor,
+        att_prev: torch.Tensor,
+        wkv: torch.Tensor,
+        v_first: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        steps = xn.shape[0]
+        delta = self._shifted(xn, att_prev) - xn
+        xr, xw, xk, xv, xa, xg = torch.addcmul(xn.unsqueeze(0), delta.unsqueeze(0), layer.mix.unsqueeze(1))
+
+        r = self._linear(xr, layer.receptance)
+        k = self._linear(xk, layer.key)
+        v = self._linear(xv, layer.value)
+        decay = torch.exp(-_DECAY_SCALE * torch.sigmoid(layer.w0 + torch.tanh(xw @ layer.w1) @ layer.w2))
+        iclr = torch.sigmoid(layer.a0 + (xa @ layer.a1) @ layer.a2)
+        gate = torch.sigmoid(xg @ layer.g1) @ layer.g2
+
+        heads = (steps, cfg.n_head, cfg.head_size)
+        removal = F.normalize((k * layer.k_k).view(heads), dim=-1, p=2.0).view(steps, -1)
+        k = k * (1 + (iclr - 1) * layer.k_a)
+        if v_first is None:
+            v_first = v
+        else:
+            assert layer.v0 is not None and layer.v1 is not None and layer.v2 is not None
+            mix = torch.sigmoid(layer.v0 + (xv @ layer.v1) @ layer.v2)
+            v = v + (v_first - v) * mix
+
+        y, new_wkv = self.kernels.wkv7(wkv, r, decay, k, v, -removal, removal * iclr)
+        y = F.group_norm(y, cfg.n_head, *layer.ln_x, eps=_GROUP_NORM_EPS)
+        bonus = ((r * k * layer.r_k).view(heads).sum(-1, keepdim=True) * v.view(heads)).view(steps, -1)
+        return self._linear((y + bonus) * gate, layer.output), new_wkv, v_first
+
+    def _channel_mix(self, layer: _Layer, xn: torch.Tensor, ffn_prev: torch.Tensor) -> torch.Tensor:
+        mixed = torch.addcmul(xn, self._shifted(xn, ffn_prev) - xn, layer.ffn_mix)
+        hidden = torch.relu(self._linear(mixed, layer.ffn_key)).square_()
+        if hidden.shape[0] == 1:
+            return self.kernels.sparse_vecmat(layer.ffn_value_t, hidden[0]).unsqueeze(0)
+        weight = layer.ffn_value_t if layer.ffn_value_t.dtype == torch.float32 else layer.ffn_value_t.float()
+        return hidden @ weight

@@ -1,0 +1,230 @@
+"""The public model API: ``load_model`` and ``Model``.
+
+A Model is immutable once loaded; all mutable memory lives in ``State`` values, so one model
+can serve a chat and a music piece at once, and any state can be kept, compared or rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence
+
+import torch
+
+from engine.checkpoint import ModelConfig, fingerprint, infer_config, read_state_dict
+from engine.errors import BackendError, EngineError, StateError
+from engine.state import State
+
+log = logging.getLogger(__name__)
+
+#: Tokens per forward call when prefilling: bounds activation memory, does not change results.
+DEFAULT_CHUNK_LEN = 256
+
+_DTYPE_NAMES = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+}
+_SHORT_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+class Backend(Protocol):
+    """What a compute backend provides to ``Model``."""
+
+    device: torch.device
+    weight_dtype: torch.dtype
+
+    def forward(
+        self, tokens: Sequence[int], state: State, all_logits: bool = False
+    ) -> tuple[torch.Tensor, State]: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the UI shows about a loaded model."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    head_size: int
+    vocab: int
+    dtype: str
+    device: str
+    ffn_dim: int
+    n_params: int
+    path: str
+    fingerprint: str
+    state_bytes: int
+    kernels: str
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+
+class Model:
+    """An RWKV-7 model ready to run. Create with :func:`load_model`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: ModelConfig,
+        info: ModelInfo,
+        chunk_len: int = DEFAULT_CHUNK_LEN,
+        bundled_state: State | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.info = info
+        self.chunk_len = chunk_len
+        #: Initial state shipped inside a state-tuned checkpoint (``att.time_state``), if any.
+        self.bundled_state = bundled_state
+
+    def zero_state(self) -> State:
+        """The empty state every conversation starts from."""
+        return State.zeros(self.config)
+
+    def forward(self, tokens: Sequence[int], state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Feed ``tokens``; return float32 CPU logits of the last token (shape [vocab]) and the new state.
+
+        The state passed in is never modified.
+        """
+        logits, new_state = self._run(tokens, state, all_logits=False)
+        return logits, new_state
+
+    def forward_all(self, tokens: Sequence[int], state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Like :meth:`forward`, but logits for every token: shape [len(tokens), vocab]."""
+        return self._run(tokens, state, all_logits=True)
+
+    def _run(
+        self, tokens: Sequence[int], state: State | None, all_logits: bool
+    ) -> tuple[torch.Tensor, State]:
+        tokens = self._check_tokens(tokens)
+        if state is None:
+            state = self.zero_state()
+        else:
+            state.check_compatible(self.config)
+        state = state.to(self.backend.device)
+        pieces: list[torch.Tensor] = []
+        for start in range(0, len(tokens), self.chunk_len):
+            logits, state = self.backend.forward(tokens[start:start + self.chunk_len], state, all_logits)
+            pieces.append(logits)
+        out = torch.cat(pieces) if all_logits else pieces[-1]
+        return out.float().cpu(), state
+
+    def _check_tokens(self, tokens: Sequence[int]) -> list[int]:
+        ids = [int(t) for t in tokens]
+        if not ids:
+            raise EngineError("forward needs at least one token")
+        vocab = self.config.vocab
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise EngineError(f"token id {bad} is outside this model's vocabulary (0..{vocab - 1})")
+        return ids
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """Accept 'fp32'/'bf16'/'fp16' (and long names) or a torch dtype; None means the device default."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        if isinstance(dtype, torch.dtype) and dtype not in _SHORT_NAMES:
+            raise EngineError(f"unsupported dtype {dtype}; use fp32, bf16 or fp16")
+        return dtype
+    key = str(dtype).lower().strip()
+    if key in ("auto", "none", ""):
+        return None
+    if key not in _DTYPE_NAMES:
+        raise EngineError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
+    return _DTYPE_NAMES[key]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' picks CUDA when a usable GPU exists, else the CPU."""
+    name = str(device).lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise EngineError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("CUDA was requested but no CUDA GPU is available to torch")
+    if resolved.type not in ("cpu", "cuda"):
+        raise EngineError(f"unsupported device {device!r}; use auto, cpu or cuda")
+    return resolved
+
+
+def build_model(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    path: str = "<memory>",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    chunk_len: int = DEFAULT_CHUNK_LEN,
+) -> Model:
+    """Make a Model from an already-loaded state dict (used by ``load_model`` and training)."""
+    config = infer_config(state_dict, source=path)
+    target = resolve_device(device)
+    weight_dtype = parse_dtype(dtype)
+    backend: Backend
+    if target.type == "cuda":
+        backend = _cuda_backend(state_dict, config, weight_dtype or torch.float16, target)
+    else:
+        from engine.backends.cpu import CpuBackend
+
+        backend = CpuBackend(state_dict, config, weight_dtype or torch.bfloat16)
+    bundled = _bundled_state(state_dict, config)
+    kernels = getattr(getattr(backend, "kernels", None), "name", "cuda")
+    info = ModelInfo(
+        n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
+        head_size=config.head_size, vocab=config.vocab,
+        dtype=_SHORT_NAMES[backend.weight_dtype], device=str(backend.device),
+        ffn_dim=config.ffn_dim,
+        n_params=sum(t.numel() for t in state_dict.values()),
+        path=path, fingerprint=fingerprint(state_dict), state_bytes=config.state_bytes,
+        kernels=kernels,
+    )
+    return Model(backend, config, info, chunk_len=chunk_len, bundled_state=bundled)
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+) -> Model:
+    """Load an RWKV-7 x070 ``.pth`` checkpoint safely (no pickled code runs).
+
+    ``dtype`` is the weight storage type (None: bf16 on CPU, fp16 on CUDA); CPU activations and
+    the state are always fp32.
+    """
+    path = Path(path).expanduser()
+    state_dict = read_state_dict(path)
+    return build_model(state_dict, path=str(path), device=device, dtype=dtype)
+
+
+def _bundled_state(state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> State | None:
+    if not config.has_time_state:
+        return None
+    state = State.zeros(config)
+    try:
+        for i in range(config.n_layer):
+            state.wkv[i] = state_dict[f"blocks.{i}.att.time_state"].float()
+    except KeyError as exc:
+        raise StateError(f"checkpoint has time_state for some layers but not {exc.args[0]}") from None
+    state.meta["source"] = "time_state bundled in checkpoint"
+    return state
+
+
+def _cuda_backend(
+    state_dict: Mapping[str, torch.Tensor], config: ModelConfig, dtype: torch.dtype, device: torch.device
+) -> Backend:
+    try:
+        from engine.backends.cuda import CudaBackend
+    except ImportError as exc:
+        raise BackendError(f"CUDA backend unavailable: {exc}") from None
+    return CudaBackend(state_dict, config, dtype, device)
+
+
+def short_dtype_name(dtype: torch.dtype) -> str:
+    return _SHORT_NAMES[dtype]
