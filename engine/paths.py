@@ -17,3 +17,22 @@ def cache_dir() -> Path:
     """Directory for rebuildable artefacts such as compiled kernels."""
     override = os.environ.get("RWKV_TUI_CACHE_DIR")
     return Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def bundled_dir(repo_dir: str, installed_package: str) -> Path:
+    """A data folder that lives at the repository root (``cuda/``, ``themes/``).
+
+    In a source checkout or editable install it is found beside the packages; a wheel installs
+    it as ``installed_package`` (see pyproject's package-dir mapping).
+    """
+    beside = Path(__file__).resolve().parent.parent / repo_dir
+    if beside.is_dir():
+        return beside
+    from importlib import resources
+
+    return Path(str(resources.files(installed_package)))
+
+
+def cuda_source_dir() -> Path:
+    """Where the CUDA kernel sources are."""
+    return bundled_dir("cuda", "engine.cuda_sources")

@@ -1,0 +1,1 @@
+"""Music: the MIDI-LLM token language, ABC notation, live playback and rendering."""
