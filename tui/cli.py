@@ -1,1 +1,66 @@
-def main(): print('hi')
+"""The ``rwkv-tui`` entry point.
+
+With no subcommand it opens the full-screen app; subcommands (``generate``, ``music``,
+``state``) run without a terminal UI, for scripts. Errors are one line on stderr and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+from typing import Sequence
+
+from tui.commands import COMMAND_MODULES
+
+
+def _command_modules() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in COMMAND_MODULES]
+
+
+def build_parser(commands: Sequence[ModuleType]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rwkv-tui",
+        description="Chat, make music and inspect the RNN state of RWKV-7 models in your terminal.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--music-model", metavar="PATH", help="RWKV-7 music model (ABC or MIDI tokens)")
+    parser.add_argument("--state", metavar="FILE", help="start the chat from a saved state file")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in commands:
+        command_parser = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(run=module.run)
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model/--device/--dtype/--tokenizer, shared by the app and the subcommands."""
+    parser.add_argument("--model", metavar="PATH", help="RWKV-7 .pth checkpoint (default: built-in demo model)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--dtype", default=None, help="weight dtype: fp32, bf16 or fp16 (default: bf16 on CPU, fp16 on GPU)")
+    parser.add_argument("--tokenizer", default=None, help="world, midi, abc or bytes (default: detected)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engine.errors import EngineError
+
+    commands = _command_modules()
+    args = build_parser(commands).parse_args(argv)
+    try:
+        if getattr(args, "run", None) is not None:
+            return int(args.run(args))
+        from tui.app import run_app
+
+        return int(run_app(args))
+    except EngineError as exc:
+        print(f"rwkv-tui: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Package data: the demo models and their model cards."""
