@@ -71,12 +71,12 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
 )
 
-#: Keys handled inside the prompt itself (not remappable bindings, listed on the help screen).
+#: Keys handled inside the message box itself (fixed, listed on the help screen as shown here).
 PROMPT_KEYS: tuple[tuple[str, str], ...] = (
-    ("enter", "Send the message"),
-    ("ctrl+j", "New line (works in every terminal)"),
-    ("alt+enter / shift+enter", "New line (terminals with the kitty keyboard protocol)"),
-    ("up", "On an empty prompt: edit your last message"),
+    ("Enter", "Send the message"),
+    ("Ctrl+J", "New line (works in every terminal)"),
+    ("Alt+Enter / Shift+Enter", "New line (in terminals with the kitty keyboard protocol)"),
+    ("↑", "On an empty message box: edit your last message"),
 )
 
 ACTION_IDS = frozenset(spec.id for spec in ACTIONS)
@@ -101,3 +101,24 @@ def bindings_for(scope: str) -> list[Binding]:
 def effective_keys(action_id: str, keymap: dict[str, str]) -> str:
     """The keys an action answers to after the user's key map is applied."""
     return keymap.get(action_id, spec(action_id).keys)
+
+
+_KEY_NAMES = {"escape": "Esc", "enter": "Enter", "up": "↑", "down": "↓", "ctrl": "Ctrl", "alt": "Alt",
+              "shift": "Shift", "super": "Super", "space": "Space", "tab": "Tab", "delete": "Del"}
+
+
+def format_keys(keys: str) -> str:
+    """"ctrl+r,f5" → "Ctrl+R / F5", for the help screen and hints."""
+    shown = []
+    for key in keys.split(","):
+        parts = [p for p in key.strip().split("+") if p]
+        words = []
+        for i, part in enumerate(parts):
+            if part in _KEY_NAMES:
+                words.append(_KEY_NAMES[part])
+            elif len(part) == 1:
+                words.append(part.upper() if i else part)
+            else:
+                words.append(part.upper() if part[0] == "f" and part[1:].isdigit() else part.capitalize())
+        shown.append("+".join(words))
+    return " / ".join(shown)

@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 
 import engine
-from engine import Conversation, EngineError, Generation, Model, StopReason, ThinkMode, Tokenizer
+from engine import Conversation, EngineError, Generation, Model, ThinkMode, Tokenizer
 from engine.chat import clean_message
 from engine.demo_models import demo_model_path
 from tui.files import atomic_write_text
@@ -380,15 +380,3 @@ def _free_memory_bytes() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 0
-
-
-def stop_reason_label(reason: str | None) -> str:
-    """Short words for the message header."""
-    return {
-        StopReason.STOP_STRING.value: "",
-        StopReason.STOP_TOKEN.value: "end of text",
-        StopReason.MAX_TOKENS.value: "token limit",
-        StopReason.CANCELLED.value: "stopped",
-        None: "",
-    }.get(reason, reason or "")
-

@@ -1,0 +1,174 @@
+"""The state inspector's frame: heat map, numbers, the snapshot list, save and load.
+
+The numbers and the snapshot list are live already (the conversation keeps a state snapshot before
+every turn, and rewinding to one is instant); the heat map and state files are built separately
+and slot into their regions with :meth:`StatePane.mount_in`.
+"""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import Button, DataTable, Static
+
+from tui.messages import RewindRequested
+from tui.protocol import ConversationInfo, ModelSummary
+from tui.widgets.status_line import human_bytes
+
+
+def _preview(text: str, width: int = 28) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+class StatePane(Horizontal):
+    DEFAULT_CSS = """
+    StatePane { height: 1fr; }
+    StatePane .region { border: round $panel-lighten-2; border-title-color: $primary; padding: 0 1; }
+    StatePane #state-left { width: 1fr; }
+    StatePane #state-right { width: 1fr; }
+    StatePane #heatmap-region { height: 1fr; }
+    StatePane #numbers-region { height: auto; max-height: 14; }
+    StatePane #snapshot-region { height: 1fr; }
+    StatePane .region-pending { color: $text-muted; text-style: italic; }
+    StatePane DataTable { height: auto; max-height: 100%; background: transparent; }
+    StatePane #state-actions { height: auto; padding: 0 1; }
+    StatePane #state-actions Button { margin-right: 1; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model: ModelSummary | None = None
+        self.info: ConversationInfo | None = None
+        self._confirm_rewind: int | None = None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="state-left"):
+            heatmap = Vertical(
+                Static("Per layer × head norms of the WKV state, updated while generating.\n"
+                       "(arrives with the state inspector)", classes="region-pending"),
+                id="heatmap-region", classes="region",
+            )
+            heatmap.border_title = "Heat map"
+            yield heatmap
+            numbers = Vertical(DataTable(id="state-numbers", show_header=False, cursor_type="none"),
+                               id="numbers-region", classes="region")
+            numbers.border_title = "Numbers"
+            yield numbers
+        with Vertical(id="state-right"):
+            snapshots = Vertical(DataTable(id="snapshots", cursor_type="row", zebra_stripes=True),
+                                 id="snapshot-region", classes="region")
+            snapshots.border_title = "Snapshots (state before each turn)"
+            yield snapshots
+            with Horizontal(id="state-actions"):
+                yield Button("Rewind to selected", id="rewind", variant="warning", disabled=True)
+                yield Button("Save state…", id="save-state", disabled=True,
+                             tooltip="State files arrive with the state inspector")
+                yield Button("Load state…", id="load-state", disabled=True,
+                             tooltip="State files arrive with the state inspector")
+
+    def on_mount(self) -> None:
+        numbers = self.query_one("#state-numbers", DataTable)
+        numbers.add_columns("what", "value")
+        table = self.query_one("#snapshots", DataTable)
+        table.add_columns("Turn", "Tokens before", "You", "Reply", "Stop", "Snapshot")
+        self._refresh_numbers()
+
+    # ------------------------------------------------------------------ data
+
+    def set_model(self, summary: ModelSummary) -> None:
+        if summary.role == "chat":
+            self.model = summary
+            self._refresh_numbers()
+
+    def set_conversation(self, info: ConversationInfo) -> None:
+        self.info = info
+        self._confirm_rewind = None
+        self._refresh_numbers()
+        table = self.query_one("#snapshots", DataTable)
+        table.clear()
+        for turn in info.turns:
+            table.add_row(
+                str(turn.index + 1),
+                f"{turn.tokens_before:,}" if turn.tokens_before is not None else "–",
+                _preview(turn.user),
+                _preview(turn.reply),
+                turn.stop_reason or "",
+                "kept" if turn.has_snapshot else "dropped (memory budget)",
+                key=str(turn.index),
+            )
+        self._update_rewind_button()
+
+    def _refresh_numbers(self) -> None:
+        rows: list[tuple[str, str]] = []
+        m, info = self.model, self.info
+        if m is None:
+            rows.append(("Model", "no chat model loaded"))
+        else:
+            rows += [
+                ("Model", m.name),
+                ("Layers", str(m.n_layer)),
+                ("Heads × head size", f"{m.n_head} × {m.head_size}"),
+                ("Embedding", str(m.n_embd)),
+                ("State size", f"{human_bytes(m.state_bytes)} ({m.state_bytes:,} bytes, fp32)"),
+                ("Layout", "att_x [L,C] · wkv [L,H,N,N] · ffn_x [L,C]"),
+            ]
+        if info is not None:
+            rows += [
+                ("Tokens seen", f"{info.tokens_seen:,}"),
+                ("Snapshots kept", f"{info.snapshots_kept} · {human_bytes(info.snapshot_bytes)} of "
+                                   f"{human_bytes(info.snapshot_budget)} budget"),
+            ]
+        table = self.query_one("#state-numbers", DataTable)
+        table.clear()
+        for what, value in rows:
+            table.add_row(what, value)
+
+    # ------------------------------------------------------------------ rewind
+
+    def _selected_turn(self) -> int | None:
+        table = self.query_one("#snapshots", DataTable)
+        if self.info is None or not self.info.turns or table.row_count == 0:
+            return None
+        row = table.cursor_row
+        if not 0 <= row < len(self.info.turns):
+            return None
+        turn = self.info.turns[row]
+        return turn.index if turn.has_snapshot else None
+
+    def _update_rewind_button(self) -> None:
+        button = self.query_one("#rewind", Button)
+        index = self._selected_turn()
+        button.disabled = index is None
+        if self._confirm_rewind is not None and self._confirm_rewind == index and self.info is not None:
+            dropped = len(self.info.turns) - index
+            button.label = f"Press again: drop {dropped} turn{'s' if dropped != 1 else ''}"
+        else:
+            self._confirm_rewind = None
+            button.label = "Rewind to selected"
+
+    @on(DataTable.RowHighlighted, "#snapshots")
+    def _row_highlighted(self) -> None:
+        self._confirm_rewind = None
+        self._update_rewind_button()
+
+    @on(Button.Pressed, "#rewind")
+    def _rewind_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        index = self._selected_turn()
+        if index is None:
+            return
+        if self._confirm_rewind != index:
+            self._confirm_rewind = index
+            self._update_rewind_button()
+            return
+        self._confirm_rewind = None
+        self.post_message(RewindRequested(index))
+
+    async def mount_in(self, region_id: str, widget: Widget) -> None:
+        """Put a finished widget in its region, replacing the region's placeholder."""
+        region = self.query_one(f"#{region_id}", Vertical)
+        await region.query(".region-pending").remove()
+        await region.mount(widget)
