@@ -33,8 +33,8 @@ from tui.panes.chat import ChatPane
 from tui.panes.music import MusicPane
 from tui.panes.state import StatePane
 from tui.protocol import (
-    ChatSettings, ConversationInfo, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, Notice,
-    PromptRejected, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, Stats, TranscriptReplaced,
+    ChatSettings, ConversationInfo, Edit, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, Notice,
+    PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, Send, Stats, TranscriptReplaced,
     TranscriptTruncated, TurnStarted,
 )
 from tui.screens.help import HelpScreen
@@ -281,6 +281,8 @@ class RwkvApp(App[int]):
 
     @on(EngineRequest)
     def _engine_request(self, message: EngineRequest) -> None:
+        if isinstance(message.command, (Send, Regenerate, Edit)):
+            self._pacer.reset()  # the new reply's first words show at once
         self.worker.submit(message.command)
 
     @on(StopGeneration)
@@ -349,10 +351,14 @@ class RwkvApp(App[int]):
         if pane not in PANES:
             return
         self.query_one("#panes", TabbedContent).active = pane
+        # Focus must follow: a focused widget left in a hidden pane would switch the tabs back.
         if pane == "chat":
             self.chat_pane.prompt.focus()
         elif pane == "state":
             self.state_pane.query_one("#snapshots").focus()
+        else:
+            focusable = [w for w in self.music_pane.query("*") if w.focusable]
+            self.set_focus(focusable[0] if focusable else None)
 
     def action_load_model(self) -> None:
         self._ask_for_model("chat")
