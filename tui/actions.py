@@ -35,12 +35,15 @@ class ActionSpec:
 ACTIONS: tuple[ActionSpec, ...] = (
     # ---------------------------------------------------------------- app-wide
     ActionSpec("app.help", "f1", "help", "Help", "Show every key binding", "app"),
-    ActionSpec("app.chat_pane", "f2", "show_pane('chat')", "Chat", "Switch to the chat pane", "app"),
-    ActionSpec("app.music_pane", "f3", "show_pane('music')", "Music", "Switch to the music pane", "app"),
-    ActionSpec("app.state_pane", "f4", "show_pane('state')", "State", "Switch to the state inspector pane", "app"),
+    ActionSpec("app.chat_pane", "f2", "show_pane('chat')", "Chat", "Switch to the chat pane", "app", show=False),
+    ActionSpec("app.music_pane", "f3", "show_pane('music')", "Music", "Switch to the music pane", "app", show=False),
     ActionSpec(
+        "app.state_pane", "f4", "show_pane('state')", "State", "Switch to the state inspector pane", "app", show=False,
+    ),
+    ActionSpec(
+        # The footer shows this one at its right edge by itself.
         "app.command_palette", "ctrl+p", "command_palette", "Palette", "Open the command palette", "app",
-        show=True, palette=False, priority=True,
+        show=False, palette=False, priority=True,
     ),
     ActionSpec("app.load_model", "ctrl+o", "load_model", "Load model", "Load a chat model from a .pth file", "app"),
     ActionSpec(
@@ -55,8 +58,11 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("chat.edit_last", "ctrl+g", "edit_last", "Edit last", "Edit and resend your last message", "chat"),
     ActionSpec("chat.copy_last", "f8", "copy_last", "Copy reply", "Copy the last reply to the clipboard", "chat", show=False),
     ActionSpec("chat.settings", "f5", "toggle_settings", "Settings", "Show or hide the system prompt and sampling panel", "chat"),
-    ActionSpec("chat.think", "ctrl+t", "cycle_think", "Think mode", "Cycle the G1 think mode: off → think → skip", "chat"),
-    ActionSpec("chat.new", "ctrl+n", "new_conversation", "New chat", "Start a new conversation", "chat"),
+    ActionSpec(
+        "chat.think", "ctrl+t", "cycle_think", "Think mode", "Cycle the G1 think mode: off → think → skip", "chat",
+        show=False,
+    ),
+    ActionSpec("chat.new", "ctrl+n", "new_conversation", "New chat", "Start a new conversation", "chat", show=False),
     ActionSpec("chat.export", "ctrl+s", "export('markdown')", "Export", "Export the conversation as Markdown", "chat"),
     ActionSpec(
         "chat.export_json", "ctrl+shift+s", "export('json')", "Export JSON", "Export the conversation as JSON",

@@ -14,7 +14,7 @@ from pathlib import Path
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Label, Static
+from textual.widgets import Static
 
 from engine import ThinkMode
 from tui.actions import bindings_for
@@ -64,7 +64,7 @@ class ChatPane(Horizontal):
     DEFAULT_CSS = """
     ChatPane { height: 1fr; }
     ChatPane > #chat-main { width: 1fr; }
-    ChatPane #edit-banner { display: none; padding: 0 1; background: $warning 20%; color: $text; }
+    ChatPane #edit-banner { display: none; width: 1fr; height: auto; padding: 0 1; background: $warning 20%; color: $text; }
     ChatPane.-editing #edit-banner { display: block; }
     ChatPane > SettingsPanel { display: none; }
     ChatPane.-settings-open > SettingsPanel { display: block; }
@@ -81,7 +81,7 @@ class ChatPane(Horizontal):
     def compose(self) -> ComposeResult:
         with Vertical(id="chat-main"):
             yield MessageList(id="messages")
-            yield Label("", id="edit-banner")
+            yield Static("", id="edit-banner")
             yield PromptInput(id="prompt", placeholder="Message the model — Enter sends, Ctrl+J adds a line")
         yield SettingsPanel(self.settings, id="settings")
 
@@ -175,8 +175,8 @@ class ChatPane(Horizontal):
         view.add_class("-editing")
         later = self.turn_count - index - 1
         tail = f" and the {later} later turn{'s' if later != 1 else ''}" if later else ""
-        self.query_one("#edit-banner", Label).update(
-            f"Editing message {index + 1}: Enter resends it from the state saved before it{tail} "
+        self.query_one("#edit-banner", Static).update(
+            f"Editing message {index + 1}: Enter resends it from the state saved before it, replacing it{tail} "
             "(nothing is re-read) · Esc cancels"
         )
         self._saved_prompt = self.prompt.text

@@ -7,6 +7,7 @@ and slot into their regions with :meth:`StatePane.mount_in`.
 
 from __future__ import annotations
 
+from rich.table import Table
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -15,6 +16,7 @@ from textual.widgets import Button, DataTable, Static
 
 from tui.messages import RewindRequested
 from tui.protocol import ConversationInfo, ModelSummary
+from tui.think import split_reply
 from tui.widgets.status_line import human_bytes
 
 
@@ -27,15 +29,16 @@ class StatePane(Horizontal):
     DEFAULT_CSS = """
     StatePane { height: 1fr; }
     StatePane .region { border: round $panel-lighten-2; border-title-color: $primary; padding: 0 1; }
-    StatePane #state-left { width: 1fr; }
-    StatePane #state-right { width: 1fr; }
+    StatePane #state-left { width: 2fr; }
+    StatePane #state-right { width: 3fr; }
     StatePane #heatmap-region { height: 1fr; }
-    StatePane #numbers-region { height: auto; max-height: 14; }
+    StatePane #numbers-region { height: auto; }
     StatePane #snapshot-region { height: 1fr; }
     StatePane .region-pending { color: $text-muted; text-style: italic; }
-    StatePane DataTable { height: auto; max-height: 100%; background: transparent; }
-    StatePane #state-actions { height: auto; padding: 0 1; }
-    StatePane #state-actions Button { margin-right: 1; }
+    StatePane #state-numbers { height: auto; }
+    StatePane #snapshots { height: 1fr; background: transparent; }
+    StatePane #state-actions { height: 1; margin: 0 1 1 1; }
+    StatePane #state-actions Button { margin-right: 2; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -43,6 +46,8 @@ class StatePane(Horizontal):
         self.model: ModelSummary | None = None
         self.info: ConversationInfo | None = None
         self._confirm_rewind: int | None = None
+        #: The numbers shown, by label (for tests and for the panes that will build on this).
+        self.numbers: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical(id="state-left"):
@@ -53,8 +58,7 @@ class StatePane(Horizontal):
             )
             heatmap.border_title = "Heat map"
             yield heatmap
-            numbers = Vertical(DataTable(id="state-numbers", show_header=False, cursor_type="none"),
-                               id="numbers-region", classes="region")
+            numbers = Vertical(Static(id="state-numbers"), id="numbers-region", classes="region")
             numbers.border_title = "Numbers"
             yield numbers
         with Vertical(id="state-right"):
@@ -63,17 +67,15 @@ class StatePane(Horizontal):
             snapshots.border_title = "Snapshots (state before each turn)"
             yield snapshots
             with Horizontal(id="state-actions"):
-                yield Button("Rewind to selected", id="rewind", variant="warning", disabled=True)
-                yield Button("Save state…", id="save-state", disabled=True,
+                yield Button("Rewind to selected", id="rewind", variant="warning", disabled=True, compact=True)
+                yield Button("Save state…", id="save-state", disabled=True, compact=True,
                              tooltip="State files arrive with the state inspector")
-                yield Button("Load state…", id="load-state", disabled=True,
+                yield Button("Load state…", id="load-state", disabled=True, compact=True,
                              tooltip="State files arrive with the state inspector")
 
     def on_mount(self) -> None:
-        numbers = self.query_one("#state-numbers", DataTable)
-        numbers.add_columns("what", "value")
         table = self.query_one("#snapshots", DataTable)
-        table.add_columns("Turn", "Tokens before", "You", "Reply", "Stop", "Snapshot")
+        table.add_columns("Turn", "Tokens before", "Snapshot", "You", "Reply")
         self._refresh_numbers()
 
     # ------------------------------------------------------------------ data
@@ -93,10 +95,9 @@ class StatePane(Horizontal):
             table.add_row(
                 str(turn.index + 1),
                 f"{turn.tokens_before:,}" if turn.tokens_before is not None else "–",
-                _preview(turn.user),
-                _preview(turn.reply),
-                turn.stop_reason or "",
-                "kept" if turn.has_snapshot else "dropped (memory budget)",
+                "kept" if turn.has_snapshot else "dropped",
+                _preview(turn.user, 22),
+                _preview(split_reply(turn.reply)[1] or turn.reply, 22),
                 key=str(turn.index),
             )
         self._update_rewind_button()
@@ -113,7 +114,7 @@ class StatePane(Horizontal):
                 ("Heads × head size", f"{m.n_head} × {m.head_size}"),
                 ("Embedding", str(m.n_embd)),
                 ("State size", f"{human_bytes(m.state_bytes)} ({m.state_bytes:,} bytes, fp32)"),
-                ("Layout", "att_x [L,C] · wkv [L,H,N,N] · ffn_x [L,C]"),
+                ("Per layer", "att_x [C] · wkv [H,N,N] · ffn_x [C]"),
             ]
         if info is not None:
             rows += [
@@ -121,10 +122,13 @@ class StatePane(Horizontal):
                 ("Snapshots kept", f"{info.snapshots_kept} · {human_bytes(info.snapshot_bytes)} of "
                                    f"{human_bytes(info.snapshot_budget)} budget"),
             ]
-        table = self.query_one("#state-numbers", DataTable)
-        table.clear()
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column()
         for what, value in rows:
-            table.add_row(what, value)
+            grid.add_row(what, value)
+        self.numbers = dict(rows)
+        self.query_one("#state-numbers", Static).update(grid)
 
     # ------------------------------------------------------------------ rewind
 

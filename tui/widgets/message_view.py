@@ -46,7 +46,7 @@ class MessageView(Vertical, can_focus=True):
     }
     MessageView > .message-header { width: 1fr; color: $text-muted; }
     MessageView > Markdown { margin: 0; padding: 0; background: transparent; }
-    MessageView > Markdown > * { margin-bottom: 0; }
+    MessageView Markdown > *:last-child { margin-bottom: 0; }
     MessageView > Collapsible { display: none; padding: 0; margin: 0; border: none; background: transparent; }
     MessageView.-has-think > Collapsible { display: block; }
     MessageView > Collapsible Markdown { color: $text-muted; background: transparent; padding: 0; }

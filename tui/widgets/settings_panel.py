@@ -53,8 +53,9 @@ class SettingsPanel(VerticalScroll):
         background: $surface;
     }
     SettingsPanel .settings-title { text-style: bold; color: $primary; margin: 1 0 0 0; }
-    SettingsPanel .field-label { margin: 1 0 0 0; }
-    SettingsPanel .field-hint { color: $text-muted; }
+    SettingsPanel .field-row { height: auto; margin: 1 0 0 0; }
+    SettingsPanel .field-label { width: 19; }
+    SettingsPanel .field-hint { color: $text-muted; width: 1fr; }
     SettingsPanel .field-error { color: $error; display: none; }
     SettingsPanel .field-error.-shown { display: block; }
     SettingsPanel Input { width: 1fr; }
@@ -79,8 +80,10 @@ class SettingsPanel(VerticalScroll):
         yield Static("Sampling", classes="settings-title")
         for name in SAMPLING_FIELDS:
             label, hint = FIELD_TEXT[name]
-            yield Label(f"{label}  [dim]{hint}[/]", classes="field-label")
-            yield Input(_display(getattr(self.settings.params, name)), id=f"field-{name}", compact=True)
+            with Horizontal(classes="field-row"):
+                yield Label(label, classes="field-label")
+                yield Input(_display(getattr(self.settings.params, name)), id=f"field-{name}", compact=True)
+            yield Static(hint, classes="field-hint")
             yield Static("", id=f"error-{name}", classes="field-error")
         with Horizontal(id="settings-buttons"):
             yield Button("Defaults", id="settings-defaults", variant="default", compact=True)
