@@ -90,6 +90,8 @@ class RwkvApp(App[int]):
     CSS_PATH = stylesheets()
     BINDINGS = bindings_for("app")
     NOTIFICATION_TIMEOUT = 6
+    #: Start typing at once (otherwise the first focusable widget, the tab bar, gets the keys).
+    AUTO_FOCUS = "#prompt"
 
     def __init__(self, options: LaunchOptions | None = None, *, drain_hz: float = DRAIN_HZ) -> None:
         super().__init__()

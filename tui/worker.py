@@ -194,19 +194,24 @@ class EngineWorker:
                 path = Path(command.path).expanduser()  # type: ignore[arg-type]
             model = self._load_with_progress(command.role, path, command.device, command.dtype)
             tokenizer = engine.tokenizer_for_model(model, command.tokenizer)
-            initial_state = None
-            if command.role == "chat":
-                initial_state = model.bundled_state
-                if command.state_path:
-                    initial_state = self._read_state_file(command.state_path, model)
         except EngineError as exc:
             self._emit(ModelLoadFailed(command.role, str(exc)))
             return
         except MemoryError:
             self._emit(ModelLoadFailed(command.role, f"{command.path}: not enough memory to load this model"))
             return
+        except Exception as exc:  # torch and the OS raise many kinds; the app must hear about all
+            self._emit(ModelLoadFailed(command.role, self._report_failure(exc)))
+            return
         summary = ModelSummary.of(command.role, model, tokenizer, demo)
         if command.role == "chat":
+            initial_state = model.bundled_state
+            if command.state_path:
+                try:
+                    initial_state = self._read_state_file(command.state_path, model)
+                except EngineError as exc:
+                    # The model is fine: start from its own initial state and say why.
+                    self._emit(Notice("error", f"{exc}; starting from the model's initial state"))
             previous = self.conversation
             self.chat_model, self.chat_tokenizer = model, tokenizer
             self.conversation = Conversation(
