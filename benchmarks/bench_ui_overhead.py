@@ -45,16 +45,29 @@ def tokenizer_name(vocab: int) -> str:
 
 
 def bare_engine(path: Path, tokenizer: str, tokens: int, seed: int, device: str, dtype: str | None) -> dict[str, float]:
+    """The same reply without any UI: on a plain thread, like the app's engine thread (decoding
+    on the main thread measured markedly slower here), with the app's GIL switch interval."""
+    import threading
+
     import engine
+    from tui.app import GIL_SWITCH_INTERVAL
 
     model = engine.load_model(path, device=device, dtype=dtype)
     tok = engine.get_tokenizer(tokenizer)
     conversation = engine.Conversation(model, tok, engine.SamplingParams(max_tokens=tokens, seed=seed))
     generation = conversation.send(PROMPT)
-    text = "".join(generation)
+    pieces: list[str] = []
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    try:
+        thread = threading.Thread(target=lambda: pieces.extend(generation))
+        thread.start()
+        thread.join()
+    finally:
+        sys.setswitchinterval(previous)
     result = generation.result
     assert result is not None
-    return {"tps": result.stats.tokens_per_second, "tokens": result.stats.generated_tokens, "chars": len(text)}
+    return {"tps": result.stats.tokens_per_second, "tokens": result.stats.generated_tokens, "chars": len("".join(pieces))}
 
 
 async def in_app(path: Path, tokenizer: str, tokens: int, seed: int, device: str, dtype: str | None) -> dict[str, float]:

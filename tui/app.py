@@ -27,7 +27,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from tui.actions import ACTIONS, bindings_for, effective_keys, format_keys
 from tui.clipboard import copy_native
 from tui.config import APP_NAME, DEFAULT_THEME, AppConfig, config_path, load_config, save_config
-from tui.messages import CopyText, EngineRequest, RewindRequested, SettingsChanged, StopGeneration
+from tui.messages import CopyText, EngineReady, EngineRequest, RewindRequested, SettingsChanged, StopGeneration
 from tui.pacing import DrainPacer
 from tui.panes.chat import ChatPane
 from tui.panes.music import MusicPane
@@ -45,9 +45,8 @@ from tui.widgets.model_bar import ModelBar
 from tui.widgets.status_line import StatusLine
 from tui.worker import EngineWorker
 
-#: How often the UI looks for the engine's events (Hz). While a reply streams, the pacer may skip
-#: ticks to keep the UI within its CPU budget; the outbox merges what waits meanwhile.
-DRAIN_HZ = 30
+#: Seconds between safety checks of the outbox (normally the engine's wake-up message comes first).
+SAFETY_POLL = 1.0
 #: GIL switch interval while the app runs. The engine thread releases the GIL many times per
 #: token (every kernel call); with Python's default 5 ms, each time the UI thread holds the GIL the
 #: engine may wait a full 5 ms to get it back, which cost 20-40 % of a 0.1B model's speed in
@@ -93,7 +92,7 @@ class RwkvApp(App[int]):
     #: Start typing at once (otherwise the first focusable widget, the tab bar, gets the keys).
     AUTO_FOCUS = "#prompt"
 
-    def __init__(self, options: LaunchOptions | None = None, *, drain_hz: float = DRAIN_HZ) -> None:
+    def __init__(self, options: LaunchOptions | None = None) -> None:
         super().__init__()
         self.options = options or LaunchOptions()
         self.config_file = self.options.config_path or config_path()
@@ -115,7 +114,9 @@ class RwkvApp(App[int]):
             self.theme = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
         self.set_keymap(self.config.keymap)
         self.worker = EngineWorker(log_path=log_path())
-        self._drain_hz = drain_hz
+        self.worker.outbox.on_ready = self._engine_has_events
+        #: At most one drain is scheduled at a time; the timer when it waits for the pacer.
+        self._drain_pending = False
         self._drain_timer: Timer | None = None
         self._pacer = DrainPacer()
         self._save_timer: Timer | None = None
@@ -160,7 +161,7 @@ class RwkvApp(App[int]):
         self._previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.worker.start()
-        self._drain_timer = self.set_interval(1 / self._drain_hz, self._drain_engine, name="engine-drain")
+        self.set_interval(SAFETY_POLL, self._schedule_drain, name="engine-safety-poll")
         self._start_loads()
         self.chat_pane.prompt.focus()
 
@@ -200,10 +201,26 @@ class RwkvApp(App[int]):
 
     # ------------------------------------------------------------------ engine → UI
 
+    def _engine_has_events(self) -> None:
+        """Called on the engine thread when its outbox stops being empty: wake the UI once."""
+        self.post_message(EngineReady())
+
+    @on(EngineReady)
+    def _schedule_drain(self) -> None:
+        """Drain now, or when the pacer allows while a reply streams (deltas merge meanwhile)."""
+        if self._drain_pending or not len(self.worker.outbox):
+            return
+        self._drain_pending = True
+        delay = self._pacer.wait() if self.worker.busy else 0.0
+        if delay > 0:
+            self._drain_timer = self.set_timer(delay, self._drain_engine, name="engine-drain")
+        else:
+            self.call_later(self._drain_engine)
+
     async def _drain_engine(self) -> None:
+        self._drain_pending = False
+        self._drain_timer = None
         streaming = self.worker.busy
-        if streaming and not self._pacer.due():
-            return  # the outbox keeps merging deltas meanwhile
         events = self.worker.drain()
         if not events:
             return

@@ -59,3 +59,7 @@ class RewindRequested(Message):
     def __init__(self, index: int) -> None:
         super().__init__()
         self.index = index
+
+
+class EngineReady(Message):
+    """The engine thread put events into an empty outbox (posted from that thread, once per batch)."""

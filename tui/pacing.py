@@ -39,7 +39,13 @@ class DrainPacer:
 
     def due(self) -> bool:
         """Whether enough time has passed since the last update (call from the UI thread)."""
-        return self._last_wall is None or self.clock() - self._last_wall >= self.interval
+        return self.wait() == 0.0
+
+    def wait(self) -> float:
+        """Seconds until the next update may happen (0 when it may happen now)."""
+        if self._last_wall is None:
+            return 0.0
+        return max(0.0, self._last_wall + self.interval - self.clock())
 
     def updated(self) -> None:
         """Record an update now; the CPU spent since the previous one sets the next interval."""

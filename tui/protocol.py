@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Callable, Literal, Union
 
 from engine import SamplingParams, ThinkMode
 
@@ -248,18 +248,24 @@ Event = Union[
 
 
 class Outbox:
-    """Thread-safe event buffer with merging, drained by the UI on a timer."""
+    """Thread-safe event buffer with merging, drained by the UI.
 
+    ``on_ready`` (optional) is called, from the producing thread, whenever the buffer goes from
+    empty to non-empty: the UI uses it to post itself one wake-up message, so it neither polls
+    nor hears from the engine more than once per drain, however fast tokens come.
+    """
 
     _LATEST_ONLY = (Stats, ModelLoading)
 
-    def __init__(self) -> None:
+    def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._events: list[Event] = []
+        self.on_ready = on_ready
 
     def put(self, event: Event) -> None:
         with self._lock:
             events = self._events
+            was_empty = not events
             if isinstance(event, ReplyDelta) and events:
                 last = events[-1]
                 if isinstance(last, ReplyDelta) and last.index == event.index:
@@ -272,8 +278,14 @@ class Outbox:
                         del events[i]
                         break
             events.append(event)
+        if was_empty and self.on_ready is not None:
+            self.on_ready()
 
     def drain(self) -> list[Event]:
         with self._lock:
             events, self._events = self._events, []
         return events
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._events)

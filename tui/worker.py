@@ -264,14 +264,14 @@ class EngineWorker:
 
     @staticmethod
     def _read_state_file(path: str, model: Model) -> engine.State:
-        """Start state from a file: needs the state-file module (engine side of the state pane)."""
+        """Start state from a file (``--state``), checked against the model by the engine."""
         try:
-            from engine import state_files  # type: ignore[attr-defined]
+            from engine import state_io  # type: ignore[attr-defined]
         except ImportError:
             raise EngineError(
                 f"{path}: cannot load state files: this build has no state-file support yet"
             ) from None
-        return state_files.load_state(path, model)  # pragma: no cover - wired when it exists
+        return state_io.load_state(path, model)
 
     # ------------------------------------------------------------------ chat
 

@@ -244,3 +244,34 @@ async def test_music_pane_shows_the_music_model(make_app, tiny_checkpoint: Path)
         assert "tiny-bytes" in text and "not a music vocabulary" in text
         for region in ("piano-roll-region", "token-text-region", "transport-region", "music-settings-region"):
             assert app.music_pane.query_one(f"#{region}")
+
+
+async def test_loading_shows_progress_then_the_model(make_app) -> None:
+    from tui.protocol import ModelLoading
+
+    app = make_app(model=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause(0.2)
+        progress = app.query_one("#load-progress")
+        app.worker.outbox.put(ModelLoading("chat", "/models/big-7b.pth", "reading", 0.42, 15_000_000_000))
+        await wait_until(pilot, lambda: progress.has_class("-active"))
+        label = str(progress.query_one("#load-label").render())
+        assert "big-7b.pth" in label and "14.0 GB" in label and "reading" in label
+        assert progress.query_one("#load-bar").percentage == 0.42
+        app.worker.outbox.put(ModelLoading("chat", "/models/big-7b.pth", "building the model", None, 15_000_000_000))
+        await wait_until(pilot, lambda: progress.query_one("#load-bar").total is None)
+        # The UI stays usable meanwhile.
+        await pilot.press(*"typing while loading")
+        assert app.chat_pane.prompt.text == "typing while loading"
+
+
+async def test_a_bad_state_file_keeps_the_model_and_says_why(make_app, tmp_path: Path) -> None:
+    app = make_app(state=str(tmp_path / "missing.state"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await start(pilot, app)
+        await wait_until(pilot, lambda: any("missing.state" in m for m in notifications(app)))
+        message = next(m for m in notifications(app) if "missing.state" in m)
+        assert "\n" not in message and "initial state" in message
+        await pilot.press(*"hi", "enter")
+        await wait_idle(pilot, app)
+        assert len(app.worker.conversation.turns) == 1

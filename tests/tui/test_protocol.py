@@ -56,3 +56,15 @@ def test_concurrent_producer_loses_no_text() -> None:
     thread.join()
     received.extend(e.text for e in box.drain())
     assert "".join(received) == "".join(pieces)
+
+
+def test_the_ui_is_woken_once_per_batch_not_per_token() -> None:
+    wakes: list[int] = []
+    box = Outbox(on_ready=lambda: wakes.append(1))
+    for piece in ("a", "b", "c"):
+        box.put(ReplyDelta(0, piece))
+    box.put(stats(1))
+    assert len(wakes) == 1
+    box.drain()
+    box.put(ReplyDelta(0, "d"))
+    assert len(wakes) == 2 and len(box) == 1

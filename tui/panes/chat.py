@@ -114,8 +114,11 @@ class ChatPane(Horizontal):
             view.is_last = False
         if views:
             views[-1].is_last = True
-        self.messages.set_class(bool(views), "-has-messages")
-        self.refresh_bindings()
+        if self.messages.has_class("-has-messages") != bool(views):
+            # Only an empty ↔ non-empty chat changes which chat keys apply; refreshing bindings
+            # rebuilds the footer, which is too costly to do for every reply.
+            self.messages.set_class(bool(views), "-has-messages")
+            self.refresh_bindings()
 
     def _warn_busy(self) -> None:
         self.notify("A reply is being generated: press Esc to stop it first.", severity="warning", timeout=3)
@@ -139,7 +142,6 @@ class ChatPane(Horizontal):
         self.generating = True
         self.prompt.clear()
         self.post_message(EngineRequest(command))
-        self.refresh_bindings()
 
     @on(PromptInput.EditLastRequested)
     def _edit_last_from_prompt(self, event: PromptInput.EditLastRequested) -> None:
@@ -194,9 +196,7 @@ class ChatPane(Horizontal):
     # ------------------------------------------------------------------ actions (key bindings, palette)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "regenerate":
-            return self.turn_count > 0 and not self.generating
-        if action in ("edit_last", "copy_last", "export"):
+        if action in ("regenerate", "edit_last", "copy_last", "export"):
             return self.turn_count > 0
         return True
 
@@ -273,6 +273,9 @@ class ChatPane(Horizontal):
 
     async def on_turn_started(self, event: TurnStarted) -> None:
         self.generating = True
+        # A blinking cursor repaints the prompt twice a second; while a reply streams, that CPU
+        # time is better left to the engine.
+        self.prompt.cursor_blink = False
         messages = self.messages
         if self.view_for(event.index, "user") is None:
             await messages.mount(MessageView("user", event.index, event.user))
@@ -285,8 +288,12 @@ class ChatPane(Horizontal):
         if view is not None:
             await view.append(event.text)
 
-    async def on_reply_finished(self, event: ReplyFinished) -> None:
+    def _stream_ended(self) -> None:
         self.generating = False
+        self.prompt.cursor_blink = True
+
+    async def on_reply_finished(self, event: ReplyFinished) -> None:
+        self._stream_ended()
         self._turns[event.turn.index] = event.turn
         view = self.view_for(event.turn.index, "assistant")
         if view is not None:
@@ -294,18 +301,17 @@ class ChatPane(Horizontal):
         self._mark_last()
 
     async def on_reply_failed(self, event: ReplyFailed) -> None:
-        self.generating = False
+        self._stream_ended()
         await self.on_transcript_truncated(TranscriptTruncated(event.index))
         if not self.prompt.text.strip():
             self.prompt.set_text(event.user)
         self.notify(event.message, title="Reply failed", severity="error", timeout=8)
 
     def on_prompt_rejected(self, event: PromptRejected) -> None:
-        self.generating = False
+        self._stream_ended()
         if not self.prompt.text.strip():
             self.prompt.set_text(event.text)
         self.notify(f"Not sent: {event.message}", severity="warning", timeout=5)
-        self.refresh_bindings()
 
     async def on_transcript_truncated(self, event: TranscriptTruncated) -> None:
         doomed = [v for v in self.views() if v.index >= event.keep]
@@ -318,7 +324,7 @@ class ChatPane(Horizontal):
 
     async def on_transcript_replaced(self, event: TranscriptReplaced) -> None:
         self._end_edit(restore_prompt=False)
-        self.generating = False
+        self._stream_ended()
         for view in self.views():
             await view.stop_streams()
         await self.messages.remove_children(self.views())

@@ -47,8 +47,7 @@ class MessageView(Vertical, can_focus=True):
     MessageView > .message-header { width: 1fr; color: $text-muted; }
     MessageView > Markdown { margin: 0; padding: 0; background: transparent; }
     MessageView Markdown > *:last-child { margin-bottom: 0; }
-    MessageView > Collapsible { display: none; padding: 0; margin: 0; border: none; background: transparent; }
-    MessageView.-has-think > Collapsible { display: block; }
+    MessageView > Collapsible { padding: 0; margin: 0; border: none; background: transparent; }
     MessageView > Collapsible Markdown { color: $text-muted; background: transparent; padding: 0; }
     """
 
@@ -82,10 +81,21 @@ class MessageView(Vertical, can_focus=True):
 
     def compose(self) -> ComposeResult:
         yield Label(self._header(), classes="message-header")
-        if self.role == "assistant":
-            with Collapsible(title="Thinking", collapsed=True):
-                yield Markdown(self._think_text, classes="think-body", open_links=False)
+        if self._think_text.strip():
+            yield self._think_section()
         yield Markdown(self._answer_text, classes="message-body", open_links=False)
+
+    def _think_section(self) -> Collapsible:
+        """Folded reasoning; mounted only for replies that have some (fewer widgets to lay out)."""
+        return Collapsible(
+            Markdown(self._think_text, classes="think-body", open_links=False), title="Thinking", collapsed=True,
+        )
+
+    async def _ensure_think_section(self) -> Markdown:
+        if not self.query(Collapsible):
+            await self.mount(self._think_section(), before=self.query_one(".message-body"))
+        self.add_class("-has-think")
+        return self.query_one(".think-body", Markdown)
 
     def on_mount(self) -> None:
         if self._think_text.strip():
@@ -133,8 +143,7 @@ class MessageView(Vertical, can_focus=True):
         for section, text in pieces:
             if section == "think":
                 if self._think_stream is None:
-                    self.add_class("-has-think")
-                    self._think_stream = Markdown.get_stream(self.query_one(".think-body", Markdown))
+                    self._think_stream = Markdown.get_stream(await self._ensure_think_section())
                 self._think_text += text
                 await self._think_stream.write(text)
             else:
@@ -159,8 +168,7 @@ class MessageView(Vertical, can_focus=True):
         self._think_text, self._answer_text = split_reply(turn.reply)
         await self.query_one(".message-body", Markdown).update(self._answer_text)
         if self._think_text.strip():
-            self.add_class("-has-think")
-            await self.query_one(".think-body", Markdown).update(self._think_text)
+            await (await self._ensure_think_section()).update(self._think_text)
             self._set_think_title()
         self.set_meta(turn)
 
