@@ -30,15 +30,28 @@ class ActionSpec:
     #: Whether the command palette lists it (palette entries run it whatever has focus).
     palette: bool = True
     priority: bool = False
+    #: Title in the command palette (default: the footer label).
+    title: str = ""
+
+    @property
+    def palette_title(self) -> str:
+        return self.title or self.label
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
     # ---------------------------------------------------------------- app-wide
     ActionSpec("app.help", "f1", "help", "Help", "Show every key binding", "app"),
-    ActionSpec("app.chat_pane", "f2", "show_pane('chat')", "Chat", "Switch to the chat pane", "app", show=False),
-    ActionSpec("app.music_pane", "f3", "show_pane('music')", "Music", "Switch to the music pane", "app", show=False),
+    ActionSpec(
+        "app.chat_pane", "f2", "show_pane('chat')", "Chat", "Switch to the chat pane", "app", show=False,
+        title="Go to the chat pane",
+    ),
+    ActionSpec(
+        "app.music_pane", "f3", "show_pane('music')", "Music", "Switch to the music pane", "app", show=False,
+        title="Go to the music pane",
+    ),
     ActionSpec(
         "app.state_pane", "f4", "show_pane('state')", "State", "Switch to the state inspector pane", "app", show=False,
+        title="Go to the state pane",
     ),
     ActionSpec(
         # The footer shows this one at its right edge by itself.

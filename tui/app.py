@@ -285,7 +285,7 @@ class RwkvApp(App[int]):
         bar = self.query_one(ModelBar)
         loaded = bar.chat if event.role == "chat" else bar.music
         if loaded is None:
-            bar.set_status(event.role, "none — " + ("Ctrl+O loads a .pth file" if event.role == "chat" else "Ctrl+Shift+O loads one"))
+            bar.set_status(event.role, "none — Ctrl+O loads a .pth file" if event.role == "chat" else "none")
         if event.role == "music":
             self.music_pane.set_status(f"none loaded ({event.message})")
         demo = event.role in self._demo_roles
@@ -412,7 +412,7 @@ class RwkvApp(App[int]):
             if not spec.palette or spec.id == "app.theme":
                 continue
             keys = format_keys(effective_keys(spec.id, self.config.keymap))
-            title = spec.label if spec.scope == "app" else f"Chat: {spec.label}"
+            title = spec.palette_title if spec.scope == "app" else f"Chat: {spec.palette_title}"
             target = self if spec.scope == "app" else self.chat_pane
             yield SystemCommand(title, f"{spec.help} ({keys})", partial(self.run_action, spec.action, target))
         yield SystemCommand(

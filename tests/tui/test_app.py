@@ -118,7 +118,7 @@ async def test_every_palette_action_is_listed(make_app) -> None:
         titles = {c.title for c in app.get_system_commands(app.screen)}
         for spec in ACTIONS:
             if spec.palette:
-                assert any(spec.label in t for t in titles), spec.id
+                assert any(spec.palette_title in t for t in titles), spec.id
 
 
 async def test_theme_switch_applies_and_persists(make_app, config_file: Path) -> None:

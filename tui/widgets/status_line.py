@@ -59,7 +59,7 @@ class StatusLine(Static):
             text.append("● generating", style="bold")
         else:
             text.append("○ idle")
-        sep = "  │  "
+        sep = " │ "
         text.append(sep)
         text.append(f"{s.tokens_per_second:.1f} tok/s" if s and s.tokens_per_second else "– tok/s")
         text.append(sep)
@@ -71,7 +71,7 @@ class StatusLine(Static):
         if self.state_bytes:
             text.append(f"state {human_bytes(self.state_bytes)}")
             if s is not None:
-                text.append(f" · {s.tokens_seen:,} tokens seen")
+                text.append(f", {s.tokens_seen:,} seen")
         else:
             text.append("state –")
         return text
