@@ -87,7 +87,8 @@ async def in_app(path: Path, tokenizer: str, tokens: int, seed: int, device: str
         app.worker.submit(Send(PROMPT, settings))
         while app.worker.conversation is None or not app.worker.conversation.turns or not app.worker.conversation.turns[-1].finished:
             await asyncio.sleep(0.25)
-        await pilot.pause(0.2)
+        while app.chat_pane.generating:
+            await asyncio.sleep(0.05)
         turn = app.worker.conversation.turns[-1]
         shown = app.chat_pane.views()[-1].text
         assert shown == turn.reply, "the chat pane must show exactly the engine's reply"
@@ -136,7 +137,13 @@ def child(path: Path, tokenizer: str, tokens: int, seed: int, device: str, dtype
     import termios
 
     fcntl.ioctl(sys.stdout.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    import engine
     from engine import SamplingParams
+
+    # The bare run loads its model on the main thread. Decoding measured ~2x slower when torch's
+    # thread pool is first used from another thread (an engine issue, reported separately), so
+    # initialise it the same way here: this ratio is about the UI, not about that.
+    engine.load_model(path, device=device, dtype=dtype)
     from tui.app import LaunchOptions, RwkvApp
     from tui.protocol import ChatSettings, Send
 

@@ -208,10 +208,19 @@ class RwkvApp(App[int]):
     @on(EngineReady)
     def _schedule_drain(self) -> None:
         """Drain now, or when the pacer allows while a reply streams (deltas merge meanwhile)."""
-        if self._drain_pending or not len(self.worker.outbox):
+        if not len(self.worker.outbox):
+            return
+        busy = self.worker.busy
+        if self._drain_pending:
+            if busy or self._drain_timer is None:
+                return
+            # The reply ended while a paced drain was waiting: show the end now.
+            self._drain_timer.stop()
+            self._drain_timer = None
+            self.call_later(self._drain_engine)
             return
         self._drain_pending = True
-        delay = self._pacer.wait() if self.worker.busy else 0.0
+        delay = self._pacer.wait() if busy else 0.0
         if delay > 0:
             self._drain_timer = self.set_timer(delay, self._drain_engine, name="engine-drain")
         else:

@@ -252,10 +252,13 @@ class Outbox:
 
     ``on_ready`` (optional) is called, from the producing thread, whenever the buffer goes from
     empty to non-empty: the UI uses it to post itself one wake-up message, so it neither polls
-    nor hears from the engine more than once per drain, however fast tokens come.
+    nor hears from the engine more than once per drain, however fast tokens come. Events that
+    end something the user waits for (a finished reply, an error) call it again even if the
+    buffer was not empty, so the UI shows them at once instead of at its next paced update.
     """
 
     _LATEST_ONLY = (Stats, ModelLoading)
+    _URGENT = (ReplyFinished, ReplyFailed, PromptRejected, ModelLoaded, ModelLoadFailed, Notice)
 
     def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
@@ -278,7 +281,7 @@ class Outbox:
                         del events[i]
                         break
             events.append(event)
-        if was_empty and self.on_ready is not None:
+        if self.on_ready is not None and (was_empty or isinstance(event, self._URGENT)):
             self.on_ready()
 
     def drain(self) -> list[Event]:

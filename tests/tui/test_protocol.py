@@ -68,3 +68,13 @@ def test_the_ui_is_woken_once_per_batch_not_per_token() -> None:
     box.drain()
     box.put(ReplyDelta(0, "d"))
     assert len(wakes) == 2 and len(box) == 1
+
+
+def test_the_end_of_a_reply_wakes_the_ui_even_behind_other_events() -> None:
+    from tui.protocol import ReplyFinished, TurnView
+
+    wakes: list[int] = []
+    box = Outbox(on_ready=lambda: wakes.append(1))
+    box.put(ReplyDelta(0, "a"))
+    box.put(ReplyFinished(TurnView(0, "u", "a", "stop string", 1, 0.0, True, 0)))
+    assert len(wakes) == 2
