@@ -211,3 +211,27 @@ async def test_sending_while_generating_keeps_the_text(make_app) -> None:
         assert any("Esc" in n.message for n in app._notifications)
         await pilot.press("escape")
         await wait_idle(pilot, app)
+
+
+async def test_the_list_follows_the_reply_unless_the_user_scrolled_up(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start(pilot, app)
+        set_sampling(app, max_tokens=100_000)
+        await pilot.press(*"talk a lot", "enter")
+        messages = app.chat_pane.messages
+        await wait_until(pilot, lambda: messages.max_scroll_y > 3, what="the reply to overflow the view")
+        await wait_until(pilot, lambda: messages.scroll_y >= messages.max_scroll_y - 1, 5, "pinned to the bottom")
+        messages.scroll_home(animate=False)
+        await pilot.pause(0.1)
+        grown_from = messages.max_scroll_y
+        await wait_until(pilot, lambda: messages.max_scroll_y > grown_from + 2, what="more text")
+        assert messages.scroll_y == 0  # the reader's position is left alone
+        messages.scroll_end(animate=False)
+        await pilot.pause(0.1)
+        grown_from = messages.max_scroll_y
+        await wait_until(pilot, lambda: messages.max_scroll_y > grown_from + 2, what="more text")
+        # Back at the bottom: following again.
+        await wait_until(pilot, lambda: messages.scroll_y >= messages.max_scroll_y - 1, 5, "following again")
+        await pilot.press("escape")
+        await wait_idle(pilot, app)
