@@ -19,19 +19,21 @@ async def test_send_streams_the_reply_into_markdown(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(110, 36)) as pilot:
         await start(pilot, app)
-        set_sampling(app, max_tokens=400)
+        set_sampling(app, max_tokens=100_000)
         await pilot.press(*"hello there", "enter")
         assert app.chat_pane.prompt.text == ""  # cleared at once, the engine works meanwhile
         await wait_until(pilot, lambda: len(app.chat_pane.views()) == 2, what="the reply to start")
         reply = app.chat_pane.view_for(0, "assistant")
-        # Text appears while the engine is still generating: partial, then complete.
-        await wait_until(pilot, lambda: 0 < len(reply.answer) and reply.streaming, what="streamed text")
+        # Text appears in steps while the engine is still generating.
+        await wait_until(pilot, lambda: reply.streaming and len(reply.answer) > 0, what="streamed text")
         partial = reply.answer
+        await wait_until(pilot, lambda: reply.streaming and len(reply.answer) > len(partial), what="more text")
+        assert reply.answer.startswith(partial)
+        await pilot.press("escape")
         await wait_idle(pilot, app)
         turn = app.worker.conversation.turns[0]
-        assert reply.text == turn.reply and len(partial) < len(turn.reply)
-        assert not reply.streaming
-        shown = app.chat_pane.view_for(0, "assistant").query_one(".message-body", Markdown).source
+        assert reply.text == turn.reply and not reply.streaming
+        shown = reply.query_one(".message-body", Markdown).source
         assert shown == turn.reply  # one full update at the end: exactly the engine's text
         assert roles(app) == [("user", 0), ("assistant", 0)]
         assert app.chat_pane.view_for(0, "user").text == "hello there"
