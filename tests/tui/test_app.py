@@ -275,3 +275,19 @@ async def test_a_bad_state_file_keeps_the_model_and_says_why(make_app, tmp_path:
         await pilot.press(*"hi", "enter")
         await wait_idle(pilot, app)
         assert len(app.worker.conversation.turns) == 1
+
+
+async def test_demo_models_are_labelled_as_such(make_app, monkeypatch, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import shutil
+
+    import engine.demo_models as demo_models
+
+    shutil.copy(tiny_checkpoint, tmp_path / demo_models.DEMO_MODELS["chat"])
+    monkeypatch.setattr(demo_models, "MODELS_DIR", tmp_path)
+    app = make_app(model=None, use_demo_models=True, tokenizer="bytes")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await start(pilot, app)
+        bar = str(app.query_one("#model-bar").render_bar())
+        assert "rwkv7-demo-chat-bytes" in bar and "demo models" in bar and "--model" in bar
+        assert not [n for n in app._notifications if n.severity == "error"]  # the missing music demo is not an error
+        assert "none" in bar.split("music:")[1]
