@@ -1,9 +1,10 @@
 """The full-screen app: header, the Chat / Music / State panes, status line and footer.
 
 The app owns the :class:`~tui.worker.EngineWorker`. Widgets post :mod:`tui.messages` up to it; it
-queues engine commands, and a ~30 Hz timer drains the engine's events and hands them to the panes.
-That timer is the only bridge from the engine thread to the UI: the UI's work per frame depends on
-the frame rate, not on how fast tokens come.
+queues engine commands, and drains the engine's events into the panes. The engine wakes the UI with
+one message when its outbox stops being empty; while a reply streams, the drains are paced (at most
+30 a second, fewer when updates are costly: see :mod:`tui.pacing`), and the outbox merges the
+deltas in between. So the UI's work depends on its update rate, never on how fast tokens come.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 import torch
 
 from engine import Conversation, SamplingParams, get_tokenizer, load_model

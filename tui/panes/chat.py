@@ -19,7 +19,7 @@ from textual.widgets import Static
 from engine import ThinkMode
 from tui.actions import bindings_for
 from tui.messages import (
-    CopyText, EditRequested, EngineRequest, RegenerateRequested, SettingsChanged, StopGeneration,
+    EditRequested, EngineRequest, RegenerateRequested, SettingsChanged, StopGeneration,
 )
 from tui.protocol import (
     ChatSettings, Edit, Export, NewConversation, PromptRejected, Regenerate, ReplyDelta, ReplyFailed,
