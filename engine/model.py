@@ -174,7 +174,7 @@ def build_model(
         from engine.backends.cpu import CpuBackend
 
         backend = CpuBackend(state_dict, config, weight_dtype or torch.bfloat16)
-    bundled = _bundled_state(state_dict, config)
+    bundled = _bundled_state(state_dict, config, path)
     kernels = getattr(getattr(backend, "kernels", None), "name", "cuda")
     info = ModelInfo(
         n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
@@ -203,15 +203,24 @@ def load_model(
     return build_model(state_dict, path=str(path), device=device, dtype=dtype)
 
 
-def _bundled_state(state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> State | None:
+def _bundled_state(
+    state_dict: Mapping[str, torch.Tensor], config: ModelConfig, source: str = "checkpoint"
+) -> State | None:
+    """The initial state merged into a state-tuned checkpoint, read like a time_state file.
+
+    Uses the default orientation of ``engine.time_state`` (as stored); a user who knows the
+    file needs the other one can re-orient it with ``engine.time_state.orient``.
+    """
     if not config.has_time_state:
         return None
-    state = State.zeros(config)
-    try:
-        for i in range(config.n_layer):
-            state.wkv[i] = state_dict[f"blocks.{i}.att.time_state"].float()
-    except KeyError as exc:
-        raise StateError(f"checkpoint has time_state for some layers but not {exc.args[0]}") from None
+    from engine.time_state import DEFAULT_ORIENTATION, stack_time_states, state_from_time_states
+
+    stacked = stack_time_states(state_dict, source)
+    if stacked.shape[0] != config.n_layer:
+        raise StateError(
+            f"{source}: time_state covers {stacked.shape[0]} of the model's {config.n_layer} layers"
+        )
+    state = state_from_time_states(stacked, DEFAULT_ORIENTATION)
     state.meta["source"] = "time_state bundled in checkpoint"
     return state
 
