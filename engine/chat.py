@@ -92,6 +92,8 @@ class Turn:
     reply_tokens: list[int] = field(default_factory=list)
     #: Tokens the state had consumed before this turn (kept when the snapshot is evicted).
     tokens_before: int = 0
+    #: Prefill chunk length the prompt was fed with; a replay uses the same split (0: unknown).
+    prefill_chunk: int = 0
 
     @property
     def fed_tokens(self) -> list[int]:
@@ -190,6 +192,7 @@ class Conversation:
             separator_before=self._needs_separator,
             prompt_tokens=prompt_tokens,
             tokens_before=self.state.tokens_seen,
+            prefill_chunk=self.model.chunk_len,
         )
         self.turns.append(turn)
         self._enforce_budget()
@@ -402,8 +405,9 @@ class Conversation:
     ) -> tuple[State, torch.Tensor | None]:
         """Feed a turn's recorded tokens with the same calls the live turn made (bit-exact)."""
         prompt = turn.prompt_tokens[: turn.prompt_tokens_fed]
-        if prompt:
-            logits, state = self.model.forward(prompt, state)
+        chunk = turn.prefill_chunk or self.model.chunk_len
+        for offset in range(0, len(prompt), chunk):
+            logits, state = self.model.forward(prompt[offset:offset + chunk], state)
         for token in turn.reply_tokens:
             logits, state = self.model.forward([token], state)
         return state, logits
