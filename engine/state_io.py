@@ -108,6 +108,12 @@ class StateFileInfo:
     def bound_to_model(self) -> bool:
         return bool(self.fingerprint)
 
+    @property
+    def name(self) -> str:
+        """Name of the model the state was saved from; lets an info stand in for a ModelInfo
+        when re-saving (``save_state(path, state, info)`` keeps the binding)."""
+        return self.model_name
+
     def shape_text(self) -> str:
         return (
             f"{self.n_layer} layers × {self.n_embd} ({self.n_head} heads of {self.head_size})"
