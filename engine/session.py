@@ -72,7 +72,7 @@ def save_session(
     state is always included because nothing could rebuild it. Raises RuntimeError while a
     reply is being generated (its state is not final yet).
     """
-    if conversation.generating and not conversation._active.cancelled:  # type: ignore[union-attr]
+    if conversation._busy():
         raise RuntimeError("cannot save a conversation while a reply is being generated")
     initial_is_zero = _is_zero(conversation.initial_state)
     snapshots: dict[int, tuple[State, torch.Tensor | None]] = {}
@@ -162,7 +162,9 @@ def load_session(
         return Conversation(model, tokenizer, initial_state=loaded.state, snapshot_budget=budget)
     data = loaded.transcript
     try:
-        return _conversation_from(path, loaded.state, loaded.logits, loaded.snapshots, data, model, tokenizer, budget)
+        return _conversation_from(
+            path, loaded.state, loaded.logits, loaded.snapshots, data, model, tokenizer, budget
+        )
     except StateError:
         raise
     except EngineError as exc:

@@ -355,7 +355,8 @@ def check_fits(info: StateFileInfo, model: Any, *, allow_other_model: bool = Fal
             f"{info.path}: state is for a model of {info.shape_text()}; "
             f"{model_info.name} has {want[0]} layers × {want[1]} ({want[2]} heads of {want[3]})"
         )
-    if info.vocab and model_info.vocab and info.vocab != model_info.vocab and (info.has_logits or info.history_tokens):
+    vocab_matters = info.has_logits or info.history_tokens
+    if vocab_matters and info.vocab and model_info.vocab and info.vocab != model_info.vocab:
         raise StateError(
             f"{info.path}: state was saved with a {info.vocab}-token vocabulary; "
             f"{model_info.name} has {model_info.vocab}"

@@ -187,7 +187,8 @@ def _inspect(args: argparse.Namespace) -> int:
     rows = [
         ("shape", f"{stats.n_layer} layers × {loaded.state.att_x.shape[1]} "
                   f"({stats.n_head} heads of {loaded.state.wkv.shape[2]})"),
-        ("size", f"{_bytes(stats.nbytes)} as fp32" + (f", file {_bytes(info.file_bytes)} ({info.dtype})" if info else "")),
+        ("size", f"{_bytes(stats.nbytes)} as fp32"
+                 + (f", file {_bytes(info.file_bytes)} ({info.dtype})" if info else "")),
         ("tokens consumed", str(info.tokens_seen if info else 0)),
     ]
     if info is not None:
@@ -354,7 +355,8 @@ def _prime(args: argparse.Namespace) -> int:
         history = loaded.tokens or []
     _, state = model.forward(tokens, start)
     save_state(args.output, state.to("cpu"), model, tokens=history + tokens)
-    print(f"wrote {args.output}: {len(tokens)} tokens fed, {state.tokens_seen} in total, bound to {model.info.name}")
+    print(f"wrote {args.output}: {len(tokens)} tokens fed, {state.tokens_seen} in total, "
+          f"bound to {model.info.name}")
     return 0
 
 

@@ -72,7 +72,8 @@ class LayerBars(Widget):
         converted: dict[str, list[float]] = {}
         for name, values in series.items():
             items = values.tolist() if hasattr(values, "tolist") else values  # type: ignore[union-attr]
-            converted[name] = [float(v) if math.isfinite(float(v)) else 0.0 for v in items]  # type: ignore[union-attr]
+            numbers = [float(v) for v in items]  # type: ignore[union-attr]
+            converted[name] = [v if math.isfinite(v) else 0.0 for v in numbers]
         lengths = {len(v) for v in converted.values()}
         if len(lengths) > 1:
             raise ValueError("every series needs one value per layer")
@@ -90,7 +91,8 @@ class LayerBars(Widget):
         width = self.size.width
         label_style = self.get_component_rich_style("layer-bars--label")
         if not self._series or not self._rows():
-            return Strip([Segment(" no data" if y == 0 else "", label_style)]).extend_cell_length(width, self.rich_style)
+            text = " no data" if y == 0 else ""
+            return Strip([Segment(text, label_style)]).extend_cell_length(width, self.rich_style)
         names = list(self._series)
         column = max(8, (width - _LABEL_WIDTH) // len(names))
         bar_width = max(1, column - _NUMBER_WIDTH - 1)
@@ -101,7 +103,8 @@ class LayerBars(Widget):
         if row >= self._rows():
             return Strip.blank(width, self.rich_style)
         top = max((max(values) for values in self._series.values()), default=0.0)
-        segments = [Segment(f"{self.row_prefix}{row:<{_LABEL_WIDTH - len(self.row_prefix)}}"[:_LABEL_WIDTH], label_style)]
+        label = f"{self.row_prefix}{row}"
+        segments = [Segment(f"{label:<{_LABEL_WIDTH}}"[:_LABEL_WIDTH], label_style)]
         for index, name in enumerate(names):
             value = self._series[name][row]
             bar_style = self.get_component_rich_style(f"layer-bars--series-{index}")

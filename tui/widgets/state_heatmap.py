@@ -283,7 +283,8 @@ class StateHeatmap(Widget, can_focus=True):
         label_style = self.get_component_rich_style("state-heatmap--label")
         n_rows, n_columns = self.shape
         if not n_rows or not n_columns:
-            return Strip([Segment(" no state to show" if y == 0 else "", label_style)]).extend_cell_length(width, self.rich_style)
+            text = " no state to show" if y == 0 else ""
+            return Strip([Segment(text, label_style)]).extend_cell_length(width, self.rich_style)
         body = self._body_lines()
         if y == 0:
             return self._header(label_style).crop_extend(0, width, self.rich_style)
