@@ -28,7 +28,7 @@ from engine.paths import APP_NAME
 from engine.sampling import SamplingParams
 from engine.state import State
 from engine.state_io import (
-    SUFFIX, StateFileInfo, load_state_file, read_state_info, read_transcript, save_state,
+    SUFFIX, StateFileInfo, is_state_file, load_state_file, read_state_info, read_transcript, save_state,
 )
 from engine.tokenizers import Tokenizer
 
@@ -264,6 +264,26 @@ def _turn_from_dict(item: dict[str, Any], vocab: int) -> Turn:
 
 def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def load_start_state(
+    path: str | Path,
+    model: Any,
+    *,
+    orientation: str = "as-stored",
+    allow_other_model: bool = False,
+) -> State:
+    """The state to start a chat from, for ``rwkv-tui --state FILE``: any state file a user has.
+
+    rwkv-tui state and session files give their (live) state; anything else is read as a
+    state-tuning file (``blocks.N.att.time_state``, .pth or safetensors) in ``orientation``.
+    Everything is checked against ``model`` first.
+    """
+    from engine.time_state import import_time_state
+
+    if is_state_file(path):
+        return load_state_file(path, model, allow_other_model=allow_other_model).state
+    return import_time_state(path, model, orientation=orientation)
 
 
 # ---------------------------------------------------------------------------------- autosave

@@ -261,6 +261,23 @@ def read_state_info(path: str | Path) -> StateFileInfo:
     return _info_from_header(path, header, header_len, size)
 
 
+def is_state_file(path: str | Path) -> bool:
+    """Whether ``path`` claims to be an rwkv-tui state file (by its first bytes and header).
+
+    False for PyTorch archives, pickles and safetensors files of other kinds (e.g. state-tuning
+    files); StateError for a missing file or one too damaged to tell.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        with path.open("rb") as handle:
+            head = handle.read(8)
+        if len(head) == 8 and _foreign_format(head):
+            return False
+    header, _, _ = _read_header(path)
+    meta = header.get("__metadata__")
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
 def read_transcript(path: str | Path) -> dict[str, Any] | None:
     """The transcript stored in a state file's header (None if it has none); no tensor is read."""
     path = Path(path).expanduser()

@@ -8,8 +8,10 @@ the forward pass it follows.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -148,7 +150,8 @@ def state_diff(a: State, b: State) -> StateDiff:
 class ChangeTracker:
     """How much the WKV state moves per token: ‖S_t − S_{t−1}‖ / ‖S_{t−1}‖, for a sparkline.
 
-    Feed it every new state (e.g. from ``Generation(on_token=...)`` on the engine thread);
+    Feed it every new state on the engine thread (``Generation.on_token``; for a chat turn set
+    ``generation.on_token`` on the object ``Conversation.send`` returns, before iterating it);
     it keeps a reference to the previous state (states are immutable values, so this copies
     nothing) and the last ``history`` values. The norm of the previous state is remembered
     from the previous call, so each update is one subtraction and two norms.
@@ -202,3 +205,68 @@ class ChangeTracker:
 
     def extend(self, states: Sequence[State]) -> list[float]:
         return [v for v in (self.update(s) for s in states) if v is not None]
+
+
+@dataclass
+class LiveStateUpdate:
+    """What :meth:`LiveStateFeed.drain` hands the UI: everything since the previous drain."""
+
+    #: Per-token relative changes, oldest first.
+    changes: list[float] = field(default_factory=list)
+    #: The most recent summary taken, or None if none was due since the last drain.
+    stats: StateStats | None = None
+    #: Tokens observed since the last drain.
+    tokens: int = 0
+
+
+class LiveStateFeed:
+    """The inspector's view of a running generation, safe to share between two threads.
+
+    The engine thread calls :meth:`observe` after every token (its signature matches
+    ``Generation.on_token``): that records the per-token change and, at most every
+    ``stats_interval`` seconds, a full :func:`state_stats` summary. The UI thread calls
+    :meth:`drain` from a timer and gets everything at once, so the UI redraws at its own
+    pace and the generator never waits for it.
+    """
+
+    def __init__(self, stats_interval: float = 0.2, history: int = 1024) -> None:
+        self.stats_interval = stats_interval
+        self.tracker = ChangeTracker(history=history)
+        self._lock = threading.Lock()
+        self._pending = LiveStateUpdate()
+        self._last_stats = -float("inf")
+
+    def observe(self, token: int | None, state: State) -> None:
+        """Record one new state (engine thread)."""
+        change = self.tracker.update(state)
+        now = time.monotonic()
+        stats = None
+        if now - self._last_stats >= self.stats_interval:
+            stats = state_stats(state)
+            self._last_stats = now
+        with self._lock:
+            self._pending.tokens += 1
+            if change is not None:
+                self._pending.changes.append(change)
+            if stats is not None:
+                self._pending.stats = stats
+
+    def flush(self, state: State) -> None:
+        """Take a summary now (e.g. when a reply ends), whatever the interval says."""
+        stats = state_stats(state)
+        self._last_stats = time.monotonic()
+        with self._lock:
+            self._pending.stats = stats
+
+    def drain(self) -> LiveStateUpdate:
+        """Everything observed since the previous drain (UI thread)."""
+        with self._lock:
+            update, self._pending = self._pending, LiveStateUpdate()
+        return update
+
+    def reset(self) -> None:
+        """Start over after a rewind, a fork or loading another state (engine thread)."""
+        self.tracker.reset()
+        with self._lock:
+            self._pending = LiveStateUpdate()
+        self._last_stats = -float("inf")

@@ -150,3 +150,23 @@ def test_saving_while_generating_is_refused(tmp_path, tiny_model, tokenizer):
     for _ in iterator:
         pass
     save_session(tmp_path / "x.state.safetensors", conversation)
+
+
+def test_start_state_accepts_every_kind_of_state_file(tmp_path, tiny_model, tokenizer):
+    from engine.session import load_start_state
+    from engine.time_state import export_time_state
+
+    _, primed = tiny_model.forward(list(b"a state to start from"), None)
+    ours = save_state(tmp_path / "ours.state.safetensors", primed, tiny_model)
+    assert load_start_state(ours, tiny_model).equal(primed)
+
+    conversation, _ = _conversation(tiny_model, tokenizer, 1)
+    session = save_session(tmp_path / "session.state.safetensors", conversation)
+    assert load_start_state(session, tiny_model).equal(conversation.state)
+
+    tuned = export_time_state(tmp_path / "tuned.pth", primed, orientation="transposed")
+    started = load_start_state(tuned, tiny_model, orientation="transposed")
+    assert torch.equal(started.wkv, primed.wkv) and not started.att_x.any()
+
+    with pytest.raises(StateError):
+        load_start_state(tmp_path / "missing.pth", tiny_model)

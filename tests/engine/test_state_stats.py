@@ -114,3 +114,56 @@ def test_change_tracker_follows_real_generation(tiny_model):
         changes.append(tracker.update(state))
     assert all(c is not None and 0 < c < 10 for c in changes)
     assert list(tracker.values) == changes
+
+
+def test_live_feed_batches_changes_and_throttles_summaries(tiny_model):
+    from engine.state_stats import LiveStateFeed
+
+    feed = LiveStateFeed(stats_interval=3600)  # one summary, then none until flushed
+    _, state = tiny_model.forward(list(b"prefix"), None)
+    states = []
+    for token in b"abcd":
+        _, state = tiny_model.forward([token], state)
+        states.append(state)
+    for token, s in zip(b"abcd", states):
+        feed.observe(token, s)
+    update = feed.drain()
+    assert update.tokens == 4 and len(update.changes) == 3  # the first state has no predecessor
+    assert update.stats is not None and update.stats.tokens_seen == states[0].tokens_seen
+    expected = ChangeTracker()
+    assert update.changes == [c for c in (expected.update(s) for s in states) if c is not None]
+    assert feed.drain() == type(update)()  # drained: nothing pending
+    feed.flush(states[-1])
+    assert feed.drain().stats.tokens_seen == states[-1].tokens_seen
+    feed.reset()
+    feed.observe(None, states[0])
+    assert feed.drain().changes == []
+
+
+def test_live_feed_is_safe_between_two_threads(tiny_model):
+    import threading
+
+    from engine.state_stats import LiveStateFeed
+
+    feed = LiveStateFeed(stats_interval=0.0)
+    states = [_random_state(seed) for seed in range(200)]
+    received: list[float] = []
+    done = threading.Event()
+
+    def producer() -> None:
+        for s in states:
+            feed.observe(0, s)
+        done.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    tokens = 0
+    while not done.is_set() or thread.is_alive():
+        update = feed.drain()
+        received += update.changes
+        tokens += update.tokens
+    thread.join()
+    update = feed.drain()
+    received += update.changes
+    tokens += update.tokens
+    assert tokens == 200 and len(received) == 199

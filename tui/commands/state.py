@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.errors import EngineError, StateError, StateModelMismatchError
 from engine.state import State
-from engine.state_io import StateFileInfo, load_state_file, read_state_info, save_state
+from engine.state_io import StateFileInfo, is_state_file, load_state_file, save_state
 from engine.state_stats import StateStats, state_diff, state_stats
 from engine.time_state import (
     DEFAULT_ORIENTATION, Orientation, check_time_state_fits, export_time_state, probe_orientation,
@@ -112,7 +112,7 @@ class _Loaded:
 
 def _load_any(path: Path, orientation: str, model: Any = None, allow_other_model: bool = False) -> _Loaded:
     """Our state files by their header, anything else as a state-tuning file."""
-    if _is_ours(path):
+    if is_state_file(path):
         loaded = load_state_file(path, model, allow_other_model=allow_other_model)
         return _Loaded(loaded.state, f"rwkv-tui {loaded.info.kind}", loaded.info)
     stacked = read_time_state_file(path)
@@ -121,23 +121,6 @@ def _load_any(path: Path, orientation: str, model: Any = None, allow_other_model
     state = state_from_time_states(stacked, orientation)
     state.meta["imported_from"] = path.name
     return _Loaded(state, "time_state", None)
-
-
-def _is_ours(path: Path) -> bool:
-    try:
-        read_state_info(path)
-        return True
-    except StateError as exc:
-        text = str(exc)
-        if "state-tuning" in text or "PyTorch .pth" in text or "without the rwkv-tui-state marker" in text:
-            return False
-        if not path.exists() or path.is_dir():
-            raise
-        with path.open("rb") as handle:
-            head = handle.read(8)
-        if head.startswith(b"PK") or head[:1] == b"\x80":
-            return False
-        raise
 
 
 def _model_from(args: argparse.Namespace, required: bool):
