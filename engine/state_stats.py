@@ -154,7 +154,8 @@ class ChangeTracker:
     ``generation.on_token`` on the object ``Conversation.send`` returns, before iterating it);
     it keeps a reference to the previous state (states are immutable values, so this copies
     nothing) and the last ``history`` values. The norm of the previous state is remembered
-    from the previous call, so each update is one subtraction and two norms.
+    from the previous call, so each update is one subtraction (into a reused buffer) and two
+    norms.
     """
 
     def __init__(self, history: int = 1024) -> None:
@@ -163,6 +164,7 @@ class ChangeTracker:
         self.last_per_layer: torch.Tensor | None = None
         self._previous: State | None = None
         self._previous_layer_norms: torch.Tensor | None = None
+        self._scratch: torch.Tensor | None = None
 
     def reset(self) -> None:
         """Forget the previous state (e.g. after a rewind or loading another state)."""
@@ -184,7 +186,12 @@ class ChangeTracker:
             change: float | None = None
             if previous is not None and previous.wkv.shape == wkv.shape and previous.wkv.device == wkv.device:
                 assert self._previous_layer_norms is not None
-                delta = torch.linalg.vector_norm(flat - previous.wkv.reshape(flat.shape), dim=1)
+                scratch = self._scratch
+                if scratch is None or scratch.shape != flat.shape or scratch.device != flat.device:
+                    # Reused every token: a fresh multi-MB tensor per token would cost page faults.
+                    scratch = self._scratch = torch.empty_like(flat)
+                torch.sub(flat, previous.wkv.reshape(flat.shape), out=scratch)
+                delta = torch.linalg.vector_norm(scratch, dim=1)
                 prev_norms = self._previous_layer_norms
                 packed = torch.cat([
                     delta, prev_norms,
