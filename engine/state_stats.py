@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -20,6 +21,25 @@ from engine.errors import StateError
 from engine.state import State
 
 _EPS = 1e-12
+
+
+@contextmanager
+def _cheap_ops(device: torch.device) -> Iterator[None]:
+    """No autograd, and on the CPU one thread: these reductions take a millisecond, and a
+    multi-threaded op waits at a barrier for every thread — on a busy machine, for a thread
+    that is not even running (see engine/backends/cpu.py, which decodes the same way)."""
+    with torch.inference_mode():
+        if device.type != "cpu":
+            yield
+            return
+        previous = torch.get_num_threads()
+        if previous != 1:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if previous != 1:
+                torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ class StateStats:
 
 def state_stats(state: State) -> StateStats:
     """Norms per layer × head (WKV) and per layer (token shift), plus the plain numbers."""
-    with torch.inference_mode():
+    with _cheap_ops(state.wkv.device):
         wkv = state.wkv
         n_layer, n_head = wkv.shape[0], wkv.shape[1]
         wkv_norms = torch.linalg.vector_norm(wkv.reshape(n_layer, n_head, -1), dim=2)
@@ -117,7 +137,7 @@ def state_diff(a: State, b: State) -> StateDiff:
                 f"cannot compare states of different models: {part} is {tuple(getattr(a, part).shape)} "
                 f"vs {tuple(getattr(b, part).shape)}"
             )
-    with torch.inference_mode():
+    with _cheap_ops(a.wkv.device):
         device = a.wkv.device
         wa, wb = a.wkv.float(), b.wkv.to(device).float()
         n_layer, n_head = wa.shape[0], wa.shape[1]
@@ -178,7 +198,7 @@ class ChangeTracker:
 
     def update(self, state: State) -> float | None:
         """Record ``state``; return its relative change from the previous one (None at first)."""
-        with torch.inference_mode():
+        with _cheap_ops(state.wkv.device):
             wkv = state.wkv
             flat = wkv.reshape(wkv.shape[0], -1)
             layer_norms = torch.linalg.vector_norm(flat, dim=1)
