@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -213,21 +214,23 @@ def test_saving_a_non_finite_state_is_refused_and_keeps_the_old_file(tmp_path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
-def test_a_failed_write_leaves_no_temporary_file(tmp_path, tiny_model, primed):
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, tiny_model, primed, monkeypatch):
     target = tmp_path / "missing-folder" / "s.state.safetensors"
     with pytest.raises(StateError, match="does not exist"):
         save_state(target, primed[1], tiny_model)
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as a user who can write anywhere")
-        with pytest.raises(StateError, match="cannot write"):
-            save_state(folder / "s.state.safetensors", primed[1], tiny_model)
-        assert list(folder.iterdir()) == []
-    finally:
-        folder.chmod(0o700)
+
+    path = _save(tmp_path, tiny_model.zero_state(), tiny_model)
+    before = path.read_bytes()
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("engine.atomic.os.fsync", disk_full)
+    with pytest.raises(StateError) as info:
+        save_state(path, primed[1], tiny_model)
+    assert "No space left on device" in str(info.value) and str(path) in str(info.value)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 @pytest.mark.parametrize(
