@@ -408,6 +408,16 @@ class Player:
                 sink=self._sink.description if self._sink else None, error=self._error,
             )
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until playback is no longer running (ended, paused, stopped or failed).
+        Returns False if ``timeout`` seconds passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.status().state == PlayerState.PLAYING:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     @property
     def position_ms(self) -> float:
         with self._cond:

@@ -150,7 +150,7 @@ def test_player_sends_programs_then_notes_never_early() -> None:
         player.load(note_event_messages(events), end_ms=200)
         start = time.monotonic()
         player.play()
-        assert ended.wait(5)
+        assert player.wait(5) and ended.wait(1)
         assert player.status().state == PlayerState.ENDED
         sent = list(sink.sent)
     messages = [m for _, m in sent]
@@ -177,6 +177,7 @@ def test_stop_and_pause_silence_everything() -> None:
         assert player.status().state == PlayerState.PAUSED
         time.sleep(0.05)
         assert player.position_ms == position
+        assert player.wait(timeout=0.01)  # nothing is running
         count = len(sink.messages())
         player.stop()
         assert sink.messages()[count:] == silence_tail(sink)  # nothing held any more
