@@ -308,3 +308,14 @@ def test_opening_a_missing_port_is_one_line(monkeypatch) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(MidiPortError, match="not available here"):
         open_sink(PortChoice("CoreMIDI", "IAC"))
+
+
+def test_set_port_failure_keeps_the_current_output(monkeypatch) -> None:
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "rwkv-tui-test-no-such-server")
+    sink = RecordingSink()
+    with Player(sink) as player:
+        with pytest.raises(MidiPortError):
+            player.set_port(PortChoice("JACK", "nothing-here"))
+        assert player.sink is sink and player.port_choice is None
+        player.set_port(None)
+        assert player.sink is None and sink.closed

@@ -163,9 +163,10 @@ def test_synth_that_goes_away_mid_piece_is_reported(fluidsynth_port) -> None:
     _port, _log, synth = fluidsynth_port
     errors: list[str] = []
     reported = threading.Event()
-    player = Player(open_sink(PortChoice("JACK", "rwkvsynth")), prebuffer_ms=0,
-                    on_error=lambda message: (errors.append(message), reported.set()))
+    player = Player(prebuffer_ms=0, on_error=lambda message: (errors.append(message), reported.set()))
     try:
+        player.set_port(PortChoice.from_setting("port:JACK:rwkvsynth"))  # as the app restores it
+        assert player.port_choice == PortChoice("JACK", "rwkvsynth")
         events = codec.decode_tokens("pi:3c:a " + "t125 " * 20 + "pi:3c:0").events
         player.load([(e.time_ms, (0x97 if e.is_on else 0x87, e.note, e.velocity or 64)) for e in events], end_ms=20_000)
         player.play()
