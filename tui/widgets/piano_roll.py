@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from itertools import groupby
 from typing import ClassVar, Iterable
 
 from rich.color import Color as RichColor
@@ -126,7 +127,10 @@ class PianoRoll(Widget, can_focus=True):
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._colour_cache: dict[str, RichColor] | None = None
+        self._colour_cache: _Palette | None = None
+        self._frame_key: tuple | None = None
+        self._frame_rows: tuple[list[int], list[int]] = ([], [])
+        self._empty_lines: dict[tuple, Strip] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -332,90 +336,135 @@ class PianoRoll(Widget, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._colour_cache = None
+        if hasattr(self, "_empty_lines"):  # also called while the widget is being built
+            self._empty_lines.clear()
 
     # ------------------------------------------------------------------ drawing
 
-    def _colours(self) -> dict[str, RichColor]:
+    # Cells are drawn as palette indices (cheap to copy, compare and group) and turned into
+    # styles once per run of equal cells; everything that is the same for every line of a
+    # frame (grid, playhead, empty lanes) is computed once per frame.
+
+    def _palette(self) -> _Palette:
         if self._colour_cache is None:
-            names = ["lane", "black-lane", "grid", "playhead"] + [f"bin-{b.index}" for b in INSTRUMENT_BINS]
-            cache: dict[str, RichColor] = {}
-            for name in names:
-                style = self.get_component_rich_style(f"piano-roll--{name}")
-                cache[name] = style.color or RichColor.default()
-            self._colour_cache = cache
+            def colour(name: str) -> RichColor:
+                return self.get_component_rich_style(f"piano-roll--{name}").color or RichColor.default()
+
+            notes = [colour(f"bin-{b.index}") for b in INSTRUMENT_BINS]
+            colours = [colour("lane"), colour("black-lane"), colour("grid"), colour("playhead")]
+            colours += notes + [_lighter(c) for c in notes] + [RichColor.default()]
+            self._colour_cache = _Palette(colours, self.get_component_rich_style("piano-roll--label"))
         return self._colour_cache
 
-    def _lane(self, pitches: range, colours: dict[str, RichColor], grid: list[bool], playhead: int | None) -> list[RichColor]:
-        black = len(pitches) == 1 and pitches[0] % 12 in _BLACK_KEYS
-        base = colours["black-lane" if black else "lane"]
-        row = [colours["grid"] if mark else base for mark in grid]
-        if playhead is not None:
-            row[playhead] = colours["playhead"]
-        return row
+    def _frame(self, cells: int) -> tuple[list[int], list[int]]:
+        """Empty white-key and black-key lanes of this frame (grid marks and playhead drawn)."""
+        key = (self._view_start, self.ms_per_cell, cells, self._playhead)
+        if self._frame_key != key:
+            ms = self.ms_per_cell
+            # A whole second starts in this cell (when cells are shorter than a second).
+            second = [math.floor((self._view_start + c * ms) / 1000) for c in range(-1, cells)]
+            grid = [ms < 1000 and second[c] != second[c + 1] for c in range(cells)]
+            white = [_GRID if mark else _LANE for mark in grid]
+            black = [_GRID if mark else _BLACK_LANE for mark in grid]
+            playhead = self._column_of(self._playhead)
+            if playhead is not None:
+                white[playhead - _GUTTER] = black[playhead - _GUTTER] = _PLAYHEAD
+            self._frame_key, self._frame_rows = key, (white, black)
+            self._empty_lines.clear()
+        return self._frame_rows
 
-    def _paint_notes(self, row: list[RichColor], pitch: int, colours: dict[str, RichColor]) -> None:
+    def _paint_notes(self, row: list[int], pitch: int) -> bool:
+        """Draw the notes of ``pitch`` into ``row``; False if none is in view."""
         if not 0 <= pitch < 128 or not self._notes[pitch]:
-            return
+            return False
+        painted = False
         ms = self.ms_per_cell
         view_start = self._view_start
-        view_end = view_start + len(row) * ms
+        cells = len(row)
+        view_end = view_start + cells * ms
         starts = self._starts[pitch]
-        notes = self._notes[pitch]
         first = bisect.bisect_left(starts, view_start - self._max_duration - ms)
         last = bisect.bisect_left(starts, view_end)
-        for note in notes[first:last]:
+        for note in self._notes[pitch][first:last]:
             end = note.end if note.end is not None else max(self._latest_ms, note.start)
             end = max(end, note.start + 1.0)  # zero-length notes still show one cell
             if end <= view_start:
                 continue
             c0 = max(0, math.floor((note.start - view_start) / ms))
-            c1 = min(len(row), math.ceil((end - view_start) / ms))
+            c1 = min(cells, math.ceil((end - view_start) / ms))
             if c1 <= c0:
                 continue
-            colour = colours.get(f"bin-{BIN_BY_CHANNEL.get(note.channel, note.channel % len(INSTRUMENT_BINS))}")
-            assert colour is not None
-            for column in range(c0, c1):
-                row[column] = colour
+            colour = _NOTE + BIN_BY_CHANNEL.get(note.channel, note.channel % len(INSTRUMENT_BINS))
+            row[c0:c1] = [colour] * (c1 - c0)
             if note.start >= view_start:
-                row[c0] = _lighter(colour)
+                row[c0] = colour + len(INSTRUMENT_BINS)  # the lighter onset cell
+            painted = True
+        return painted
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         if width <= 0:
             return Strip.blank(0)
-        colours = self._colours()
+        palette = self._palette()
         cells = max(0, width - _GUTTER)
-        ms = self.ms_per_cell
-        # A whole second starts in this cell (when cells are shorter than a second).
-        second = [math.floor((self._view_start + c * ms) / 1000) for c in range(-1, cells)]
-        grid = [second[c] != second[c + 1] and ms < 1000 for c in range(cells)]
-        playhead = self._column_of(self._playhead)
-        playhead_cell = playhead - _GUTTER if playhead is not None else None
+        white, black = self._frame(cells)
+        upper_pitches, lower_pitches = self.half_line_pitches(2 * y), self.half_line_pitches(2 * y + 1)
         halves = []
-        for pitches in (self.half_line_pitches(2 * y), self.half_line_pitches(2 * y + 1)):
+        kinds = []
+        painted = False
+        for pitches in (upper_pitches, lower_pitches):
             if not pitches:
-                halves.append([RichColor.default()] * cells)
+                halves.append([_BLANK] * cells)
+                kinds.append(None)
                 continue
-            row = self._lane(pitches, colours, grid, playhead_cell)
+            is_black = len(pitches) == 1 and pitches[0] % 12 in _BLACK_KEYS
+            row = (black if is_black else white)[:]
             for pitch in reversed(pitches):  # the highest pitch of a group is drawn last
-                self._paint_notes(row, pitch, colours)
+                painted = self._paint_notes(row, pitch) or painted
             halves.append(row)
-        upper, lower = halves
-        segments = [self._label(self.half_line_pitches(2 * y), self.half_line_pitches(2 * y + 1))]
-        run_start = 0
-        for column in range(1, cells + 1):
-            if column == cells or upper[column] != upper[run_start] or lower[column] != lower[run_start]:
-                style = Style(color=upper[run_start], bgcolor=lower[run_start])
-                segments.append(Segment(_HALF_BLOCK * (column - run_start), style))
-                run_start = column
-        return Strip(segments, width)
+            kinds.append(is_black)
+        label = self._label(upper_pitches, lower_pitches, palette.label)
+        empty_key = (kinds[0], kinds[1], label.text)
+        if not painted and empty_key in self._empty_lines:
+            return self._empty_lines[empty_key]  # most lines of a frame are empty lanes
+        segments = [label]
+        style_of = palette.style
+        for pair, run in groupby(zip(halves[0], halves[1])):
+            segments.append(Segment(_HALF_BLOCK * len(list(run)), style_of(pair)))
+        strip = Strip(segments, width)
+        if not painted:
+            self._empty_lines[empty_key] = strip
+        return strip
 
-    def _label(self, upper: range, lower: range) -> Segment:
-        style = self.get_component_rich_style("piano-roll--label")
+    @staticmethod
+    def _label(upper: range, lower: range, style: Style) -> Segment:
         for pitch in (*upper, *lower):
             if pitch % 12 == 0:
                 return Segment(pitch_name(pitch).ljust(_GUTTER)[:_GUTTER], style)
         return Segment(" " * _GUTTER, style)
+
+
+# Palette indices: lanes, then the 13 instrument colours, their lighter onsets, and blank.
+_LANE, _BLACK_LANE, _GRID, _PLAYHEAD, _NOTE = 0, 1, 2, 3, 4
+_BLANK = _NOTE + 2 * len(INSTRUMENT_BINS)
+
+
+class _Palette:
+    """Colours by index, and the half-block style of each (upper, lower) pair, made once."""
+
+    def __init__(self, colours: list[RichColor], label: Style) -> None:
+        self.colours = colours
+        self.label = label
+        self._styles: dict[tuple[int, int], Style] = {}
+
+    def style(self, pair: tuple[int, int]) -> Style:
+        style = self._styles.get(pair)
+        if style is None:
+            style = self._styles[pair] = Style(color=self.colours[pair[0]], bgcolor=self.colours[pair[1]])
+        return style
+
+    def colour(self, index: int) -> RichColor:
+        return self.colours[index]
 
 
 def _lighter(colour: RichColor) -> RichColor:
