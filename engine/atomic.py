@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import BinaryIO, Callable, TypeVar
 
 from engine.errors import EngineError
 
@@ -20,10 +20,27 @@ E = TypeVar("E", bound=EngineError)
 def atomic_write_bytes(
     path: str | Path, data: bytes, error: Callable[[str], E] = EngineError  # type: ignore[assignment]
 ) -> Path:
-    """Replace ``path`` with ``data`` atomically; failures raise ``error(one-line message)``.
+    """Replace ``path`` with ``data`` atomically; failures raise ``error(one-line message)``."""
+    return atomic_write(path, lambda handle: handle.write(data), error)
+
+
+def atomic_write_text(
+    path: str | Path, text: str, error: Callable[[str], E] = EngineError  # type: ignore[assignment]
+) -> Path:
+    """Replace ``path`` with UTF-8 ``text`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"), error)
+
+
+def atomic_write(
+    path: str | Path,
+    write: Callable[[BinaryIO], object],
+    error: Callable[[str], E] = EngineError,  # type: ignore[assignment]
+) -> Path:
+    """Replace ``path`` with whatever ``write`` writes to the binary file it is given.
 
     The destination is untouched when anything goes wrong (no space, no permission, a
-    directory in the way), and the temporary file is removed.
+    directory in the way, an exception inside ``write``), and the temporary file is removed.
+    OS errors become ``error(one-line message)``; other exceptions propagate unchanged.
     """
     path = Path(path).expanduser()
     directory = path.parent if str(path.parent) else Path(".")
@@ -35,7 +52,7 @@ def atomic_write_bytes(
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         if path.exists():
