@@ -1,0 +1,215 @@
+"""RWKV-7 forward pass on an NVIDIA GPU with our own kernels (cuda/).
+
+Decoding one token at batch 1 is one call into the extension that launches 6 kernels per
+layer (see cuda/decode.cu); it is captured once into a CUDA graph and replayed for every later
+token, so the CPU cost per token is a 64-byte copy of the step table and one graph launch.
+The state is never updated in place: the kernels read the caller's state and write a fresh
+one, whose addresses travel in the step table, so a State stays an immutable value as on the
+CPU. Prefill runs a chunk through cuBLAS GEMMs, the fused element-wise kernels and the WKV
+sequence kernel, and applies the head to the last token only.
+
+Same interface as :class:`engine.backends.cpu.CpuBackend`. The ``ops`` argument exists for the
+tests, which run this exact code on the CPU against an emulator of the kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from engine.backends.cuda_build import load_extension
+from engine.backends.cuda_weights import PackedWeights, pack_weights
+from engine.checkpoint import ModelConfig
+from engine.errors import BackendError
+from engine.state import State
+
+log = logging.getLogger(__name__)
+
+_LAYER_NORM_EPS = 1e-5
+#: Set to 0 to decode without CUDA graphs (slower for small models; for debugging).
+GRAPH_ENV = "RWKV_TUI_CUDA_GRAPH"
+#: Head size the kernels are compiled for.
+HEAD_SIZE = 64
+
+
+@dataclass(frozen=True)
+class CudaKernels:
+    """What ModelInfo.kernels shows."""
+
+    name: str
+
+
+class CudaBackend:
+    """Prepared GPU weights, the decode plan and the forward pass; one per loaded model."""
+
+    def __init__(
+        self,
+        state_dict: Mapping[str, torch.Tensor],
+        config: ModelConfig,
+        weight_dtype: torch.dtype,
+        device: torch.device | str = "cuda",
+        *,
+        ops: Any = None,
+        use_graph: bool | None = None,
+    ) -> None:
+        if config.head_size != HEAD_SIZE:
+            raise BackendError(
+                f"the CUDA kernels need head size {HEAD_SIZE}; this model has {config.head_size}"
+            )
+        if weight_dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise BackendError(f"unsupported CUDA weight dtype {weight_dtype}")
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device = device
+        self.config = config
+        self.weight_dtype = weight_dtype
+        self.ops: ModuleType | Any = ops if ops is not None else load_extension(device)
+        if use_graph is None:
+            use_graph = os.environ.get(GRAPH_ENV, "1") != "0"
+        self._use_graph = use_graph and device.type == "cuda"
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._lock = threading.Lock()
+        with torch.inference_mode():
+            self.weights: PackedWeights = pack_weights(state_dict, config, weight_dtype, device)
+            self.plan = self.ops.DecodePlan(
+                [
+                    config.n_layer, config.n_embd, config.n_head, config.head_size, config.ffn_dim,
+                    config.decay_rank, config.iclr_rank, config.gate_rank, config.value_rank,
+                    config.vocab, self._sm_count(),
+                ],
+                self.weights.decode_globals(),
+                [layer.decode_fields() for layer in self.weights.layers],
+            )
+        self.kernels = CudaKernels("cuda+graph" if self._use_graph else "cuda")
+
+    # ------------------------------------------------------------------ public
+
+    def forward(
+        self, tokens: Sequence[int], state: State, all_logits: bool = False
+    ) -> tuple[torch.Tensor, State]:
+        """Logits (last token, or every token with ``all_logits``) and the state after ``tokens``.
+
+        Logits stay on the GPU (fp32); the given state is not modified.
+        """
+        ids = [int(t) for t in tokens]
+        if not ids:
+            raise BackendError("forward needs at least one token")
+        with self._lock, torch.inference_mode():
+            state = self._on_device(state)
+            if len(ids) == 1:
+                logits, new = self._decode(ids[0], state)
+                return (logits.unsqueeze(0) if all_logits else logits), new
+            return self._prefill(ids, state, all_logits)
+
+    @property
+    def graph_active(self) -> bool:
+        """Whether decoding currently replays a captured CUDA graph."""
+        return self._graph is not None
+
+    # ------------------------------------------------------------------ decode
+
+    def _decode(self, token: int, state: State) -> tuple[torch.Tensor, State]:
+        new = self._empty_like(state, 1)
+        self.plan.set_io(token, state.att_x, new.att_x, state.wkv, new.wkv, state.ffn_x, new.ffn_x)
+        if self._graph is not None:
+            self._graph.replay()
+        else:
+            self.plan.step()
+            if self._use_graph:
+                self._capture()
+        return self.plan.logits.clone(), new
+
+    def _capture(self) -> None:
+        """Record the decode kernels once (after an eager warm-up step) for replay."""
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.plan.step()
+        except Exception as exc:  # capture is an optimisation: fall back to eager launches
+            log.warning("CUDA graph capture failed (%s); decoding without graphs", str(exc).splitlines()[0])
+            self._use_graph = False
+            self.kernels = CudaKernels("cuda")
+            return
+        self._graph = graph
+
+    # ------------------------------------------------------------------ prefill
+
+    def _prefill(self, ids: list[int], state: State, all_logits: bool) -> tuple[torch.Tensor, State]:
+        cfg, w, ops = self.config, self.weights, self.ops
+        steps, n_embd, dtype, device = len(ids), cfg.n_embd, self.weight_dtype, self.device
+        shape = (n_embd,)
+        new = self._empty_like(state, steps)
+
+        def run(*size: int, dt: torch.dtype = dtype) -> torch.Tensor:
+            return torch.empty(*size, dtype=dt, device=device)
+
+        tokens = torch.tensor(ids, dtype=torch.long).to(device)
+        x = F.layer_norm(w.emb[tokens].float(), shape, w.ln0_w, w.ln0_b, _LAYER_NORM_EPS)
+        mixed, ffn_in = run(6, steps, n_embd), run(1, steps, n_embd)
+        v_first = run(steps, n_embd)
+        k_wkv, v_wkv, a_wkv, b_wkv, gated = (run(steps, n_embd) for _ in range(5))
+        decay, y = run(steps, n_embd, dt=torch.float32), run(steps, n_embd, dt=torch.float32)
+        for i, layer in enumerate(w.layers):
+            xn = F.layer_norm(x, shape, layer.ln1_w, layer.ln1_b, _LAYER_NORM_EPS)
+            ops.mix_rows(xn, state.att_x[i], layer.att_mix, mixed, new.att_x[i])
+            r, k, v = torch.bmm(mixed[:3], layer.rkv_t).unbind(0)
+            z = F.linear(torch.tanh(F.linear(mixed[3], layer.lora_down("w"))), layer.w2t)
+            iclr = F.linear(F.linear(mixed[4], layer.lora_down("a")), layer.a2t)
+            gate = F.linear(torch.sigmoid(F.linear(mixed[5], layer.lora_down("g"))), layer.g2t)
+            value_gate = None
+            if layer.v2t is not None:
+                value_gate = F.linear(F.linear(mixed[2], layer.lora_down("v")), layer.v2t)
+            ops.prep_rows(
+                k, v, z, iclr, value_gate, layer.w0, layer.a0, layer.v0, layer.k_k, layer.k_a,
+                v_first, decay, k_wkv, v_wkv, a_wkv, b_wkv, cfg.n_head,
+            )
+            ops.wkv_seq(
+                state.wkv[i:i + 1], new.wkv[i:i + 1], r.unsqueeze(0), decay.unsqueeze(0),
+                k_wkv.unsqueeze(0), v_wkv.unsqueeze(0), a_wkv.unsqueeze(0), b_wkv.unsqueeze(0),
+                y.unsqueeze(0),
+            )
+            ops.gate_rows(y, r, k_wkv, v_wkv, gate, layer.r_k, layer.lnx_w, layer.lnx_b, gated, cfg.n_head)
+            x = x + F.linear(gated, layer.att_out).float()
+            xn = F.layer_norm(x, shape, layer.ln2_w, layer.ln2_b, _LAYER_NORM_EPS)
+            ops.mix_rows(xn, state.ffn_x[i], layer.ffn_mix.view(1, n_embd), ffn_in, new.ffn_x[i])
+            hidden = torch.relu(F.linear(ffn_in[0], layer.ffn_key)).square_()
+            x = x + torch.matmul(hidden, layer.ffn_value_t).float()
+        if all_logits:
+            rows = F.layer_norm(x, shape, w.ln_out_w, w.ln_out_b, _LAYER_NORM_EPS)
+            return F.linear(rows.to(dtype), w.head).float(), new
+        last = F.layer_norm(x[-1], shape, w.ln_out_w, w.ln_out_b, _LAYER_NORM_EPS).contiguous()
+        logits = run(cfg.vocab, dt=torch.float32)
+        ops.gemv(w.head, last, logits)
+        return logits, new
+
+    # ------------------------------------------------------------------ helpers
+
+    def _on_device(self, state: State) -> State:
+        state = state.to(self.device)
+        if all(t.is_contiguous() for t in (state.att_x, state.wkv, state.ffn_x)):
+            return state
+        return State(
+            att_x=state.att_x.contiguous(), wkv=state.wkv.contiguous(), ffn_x=state.ffn_x.contiguous(),
+            tokens_seen=state.tokens_seen, meta=dict(state.meta),
+        )
+
+    @staticmethod
+    def _empty_like(state: State, steps: int) -> State:
+        return State(
+            att_x=torch.empty_like(state.att_x), wkv=torch.empty_like(state.wkv),
+            ffn_x=torch.empty_like(state.ffn_x), tokens_seen=state.tokens_seen + steps,
+            meta=dict(state.meta),
+        )
+
+    def _sm_count(self) -> int:
+        if self.device.type != "cuda":
+            return 8
+        return torch.cuda.get_device_properties(self.device).multi_processor_count
