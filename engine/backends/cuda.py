@@ -66,16 +66,20 @@ class CudaBackend:
         if weight_dtype not in (torch.float16, torch.bfloat16, torch.float32):
             raise BackendError(f"unsupported CUDA weight dtype {weight_dtype}")
         device = torch.device(device)
+        # The extension first: it is what reports a missing GPU, toolkit or compiler.
+        self.ops: ModuleType | Any = ops if ops is not None else load_extension(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         self.config = config
         self.weight_dtype = weight_dtype
-        self.ops: ModuleType | Any = ops if ops is not None else load_extension(device)
         if use_graph is None:
             use_graph = os.environ.get(GRAPH_ENV, "1") != "0"
         self._use_graph = use_graph and device.type == "cuda"
         self._graph: torch.cuda.CUDAGraph | None = None
+        self._fp32_products = True
+        #: Inputs of prefill matrix products: fp16 in fp16 mode; fp32 otherwise (bf16 splits them).
+        self._activation_dtype = torch.float16 if weight_dtype == torch.float16 else torch.float32
         self._lock = threading.Lock()
         with torch.inference_mode():
             self.weights: PackedWeights = pack_weights(state_dict, config, weight_dtype, device)
@@ -143,30 +147,37 @@ class CudaBackend:
     # ------------------------------------------------------------------ prefill
 
     def _prefill(self, ids: list[int], state: State, all_logits: bool) -> tuple[torch.Tensor, State]:
+        """One chunk through the layers.
+
+        Products come out in fp32, and everything between them (token shift, decay, kk, the
+        WKV recurrence, GroupNorm, gate) runs on fp32 values; only the inputs of matrix
+        products are narrowed, to fp16 in fp16 mode (see _matmul for bf16).
+        """
         cfg, w, ops = self.config, self.weights, self.ops
-        steps, n_embd, dtype, device = len(ids), cfg.n_embd, self.weight_dtype, self.device
+        steps, n_embd, dtype, device = len(ids), cfg.n_embd, self._activation_dtype, self.device
         shape = (n_embd,)
         new = self._empty_like(state, steps)
+        mm = self._matmul
 
-        def run(*size: int, dt: torch.dtype = dtype) -> torch.Tensor:
-            return torch.empty(*size, dtype=dt, device=device)
+        def fp32(*size: int) -> torch.Tensor:
+            return torch.empty(*size, dtype=torch.float32, device=device)
 
         tokens = torch.tensor(ids, dtype=torch.long).to(device)
         x = F.layer_norm(w.emb[tokens].float(), shape, w.ln0_w, w.ln0_b, _LAYER_NORM_EPS)
-        mixed, ffn_in = run(6, steps, n_embd), run(1, steps, n_embd)
-        v_first = run(steps, n_embd)
-        k_wkv, v_wkv, a_wkv, b_wkv, gated = (run(steps, n_embd) for _ in range(5))
-        decay, y = run(steps, n_embd, dt=torch.float32), run(steps, n_embd, dt=torch.float32)
+        mixed = torch.empty(6, steps, n_embd, dtype=dtype, device=device)
+        ffn_in = torch.empty(1, steps, n_embd, dtype=dtype, device=device)
+        v_first = fp32(steps, n_embd)
+        decay, k_wkv, v_wkv, a_wkv, b_wkv, y, gated = (fp32(steps, n_embd) for _ in range(7))
         for i, layer in enumerate(w.layers):
             xn = F.layer_norm(x, shape, layer.ln1_w, layer.ln1_b, _LAYER_NORM_EPS)
             ops.mix_rows(xn, state.att_x[i], layer.att_mix, mixed, new.att_x[i])
-            r, k, v = torch.bmm(mixed[:3], layer.rkv_t).unbind(0)
-            z = F.linear(torch.tanh(F.linear(mixed[3], layer.lora_down("w"))), layer.w2t)
-            iclr = F.linear(F.linear(mixed[4], layer.lora_down("a")), layer.a2t)
-            gate = F.linear(torch.sigmoid(F.linear(mixed[5], layer.lora_down("g"))), layer.g2t)
+            r, k, v = mm(mixed[:3], layer.rkv_t).unbind(0)
+            z = mm(torch.tanh(mm(mixed[3], layer.lora_down("w").t())).to(dtype), layer.w2t.t())
+            iclr = mm(mm(mixed[4], layer.lora_down("a").t()).to(dtype), layer.a2t.t())
+            gate = mm(torch.sigmoid(mm(mixed[5], layer.lora_down("g").t())).to(dtype), layer.g2t.t())
             value_gate = None
             if layer.v2t is not None:
-                value_gate = F.linear(F.linear(mixed[2], layer.lora_down("v")), layer.v2t)
+                value_gate = mm(mm(mixed[2], layer.lora_down("v").t()).to(dtype), layer.v2t.t())
             ops.prep_rows(
                 k, v, z, iclr, value_gate, layer.w0, layer.a0, layer.v0, layer.k_k, layer.k_a,
                 v_first, decay, k_wkv, v_wkv, a_wkv, b_wkv, cfg.n_head,
@@ -177,18 +188,55 @@ class CudaBackend:
                 y.unsqueeze(0),
             )
             ops.gate_rows(y, r, k_wkv, v_wkv, gate, layer.r_k, layer.lnx_w, layer.lnx_b, gated, cfg.n_head)
-            x = x + F.linear(gated, layer.att_out).float()
+            x = x + mm(gated.to(dtype), layer.att_out.t())
             xn = F.layer_norm(x, shape, layer.ln2_w, layer.ln2_b, _LAYER_NORM_EPS)
             ops.mix_rows(xn, state.ffn_x[i], layer.ffn_mix.view(1, n_embd), ffn_in, new.ffn_x[i])
-            hidden = torch.relu(F.linear(ffn_in[0], layer.ffn_key)).square_()
-            x = x + torch.matmul(hidden, layer.ffn_value_t).float()
+            hidden = torch.relu(mm(ffn_in[0], layer.ffn_key.t())).square_()
+            x = x + mm(hidden.to(dtype), layer.ffn_value_t)
         if all_logits:
             rows = F.layer_norm(x, shape, w.ln_out_w, w.ln_out_b, _LAYER_NORM_EPS)
-            return F.linear(rows.to(dtype), w.head).float(), new
+            return mm(rows.to(dtype), w.head.t()), new
         last = F.layer_norm(x[-1], shape, w.ln_out_w, w.ln_out_b, _LAYER_NORM_EPS).contiguous()
-        logits = run(cfg.vocab, dt=torch.float32)
+        logits = fp32(cfg.vocab)
         ops.gemv(w.head, last, logits)
         return logits, new
+
+    def _matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a @ b`` for weights ``b`` in the run dtype, returning fp32 accumulated in fp32.
+
+        fp16: fp16 × fp16 on tensor cores, written as fp32 (cuBLAS ``out_dtype``; torch
+        versions without it round to fp16 first). bf16: an fp32 activation is split into two
+        bf16 terms, hi = bf16(a) and lo = bf16(a - hi), which carry about 16 bits of mantissa,
+        and both are multiplied in one GEMM with twice the rows. Rounding activations to
+        bf16's 8 bits at every product costs ~2e-2 of logit accuracy on 12-24 layer models;
+        the extra rows cost little because prefill chunks of a few hundred tokens are still
+        bound by reading the weights. On the CPU (the tests' emulation) products are fp32.
+        """
+        if b.dtype == torch.float32 or self.device.type != "cuda":
+            if b.dtype == torch.bfloat16 and a.dtype == torch.float32:
+                hi = a.to(torch.bfloat16).float()
+                lo = (a - hi).to(torch.bfloat16).float()
+                return torch.matmul(torch.cat((hi, lo), dim=-2), b.float()).unflatten(-2, (2, -1)).sum(-3)
+            return torch.matmul(a.float(), b.float())
+        if b.dtype == torch.bfloat16:
+            hi = a.to(torch.bfloat16)
+            lo = (a - hi.float()).to(torch.bfloat16)
+            both = self._product(torch.cat((hi, lo), dim=-2), b)
+            return both.unflatten(-2, (2, -1)).sum(-3)
+        return self._product(a, b)
+
+    def _product(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Same-dtype GEMM with an fp32 result (cuBLAS writes fp32 when torch supports it)."""
+        if self._fp32_products:
+            try:
+                if a.dim() == 3:
+                    return torch.bmm(a, b, out_dtype=torch.float32)
+                return torch.mm(a, b, out_dtype=torch.float32)
+            except (TypeError, RuntimeError, NotImplementedError) as exc:
+                log.info("fp32-output GEMM unavailable (%s); prefill products round to %s first",
+                         str(exc).splitlines()[0], a.dtype)
+                self._fp32_products = False
+        return torch.matmul(a, b).float()
 
     # ------------------------------------------------------------------ helpers
 
