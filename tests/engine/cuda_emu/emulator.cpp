@@ -31,6 +31,7 @@ struct Fiber {
     State state = FINISHED;
     bool started = false;
     unsigned int index = 0;
+    unsigned int exchanges = 0; /* warp exchanges so far: picks the slot buffer */
 };
 
 constexpr size_t kStackBytes = 256 * 1024;
@@ -40,8 +41,10 @@ std::vector<Fiber> fibers(kMaxThreads);
 jmp_buf scheduler;
 Fiber *current = nullptr;
 const std::function<void()> *body = nullptr;
-float float_slots[kMaxThreads];
-unsigned int uint_slots[kMaxThreads];
+/* Two buffers used alternately: a lane can only write buffer p again after passing the barrier
+ * of the next exchange, by which time every lane has read it, so one barrier per exchange. */
+float float_slots[2][kMaxThreads];
+unsigned int uint_slots[2][kMaxThreads];
 std::string error_message;
 bool failed = false;
 
@@ -146,7 +149,10 @@ void launch(dim3 grid, dim3 block, const std::function<void()> &kernel) {
                 g_block.x = x;
                 g_block.y = y;
                 g_block.z = z;
-                for (unsigned int t = 0; t < threads; t++) fibers[t].index = t;
+                for (unsigned int t = 0; t < threads; t++) {
+                    fibers[t].index = t;
+                    fibers[t].exchanges = 0;
+                }
                 if (!run_block(threads)) return;
             }
         }
@@ -156,21 +162,18 @@ void launch(dim3 grid, dim3 block, const std::function<void()> &kernel) {
 void block_barrier() { wait(WAIT_BLOCK); }
 
 float shfl_xor(float value, int offset) {
-    const unsigned int me = current->index;
-    float_slots[me] = value;
+    const unsigned int me = current->index, buffer = current->exchanges++ & 1u;
+    float_slots[buffer][me] = value;
     wait(WAIT_WARP);
-    const float result = float_slots[me ^ static_cast<unsigned int>(offset)];
-    wait(WAIT_WARP); /* every lane has read before the slots are reused */
-    return result;
+    return float_slots[buffer][me ^ static_cast<unsigned int>(offset)];
 }
 
 unsigned int ballot(int predicate) {
-    const unsigned int me = current->index, first = me & ~31u;
-    uint_slots[me] = predicate ? 1u : 0u;
+    const unsigned int me = current->index, first = me & ~31u, buffer = current->exchanges++ & 1u;
+    uint_slots[buffer][me] = predicate ? 1u : 0u;
     wait(WAIT_WARP);
     unsigned int mask = 0;
-    for (unsigned int lane = 0; lane < 32; lane++) mask |= uint_slots[first + lane] << lane;
-    wait(WAIT_WARP);
+    for (unsigned int lane = 0; lane < 32; lane++) mask |= uint_slots[buffer][first + lane] << lane;
     return mask;
 }
 
