@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Mapping, Sequence
@@ -106,7 +107,8 @@ class CudaBackend:
         ids = [int(t) for t in tokens]
         if not ids:
             raise BackendError("forward needs at least one token")
-        with self._lock, torch.inference_mode():
+        device_context = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+        with self._lock, torch.inference_mode(), device_context:
             state = self._on_device(state)
             if len(ids) == 1:
                 logits, new = self._decode(ids[0], state)
