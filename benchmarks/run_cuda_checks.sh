@@ -4,6 +4,7 @@
 #   benchmarks/run_cuda_checks.sh prepare          # on a machine WITH internet: wheels into .whl/
 #   benchmarks/run_cuda_checks.sh all              # on the GPU machine: setup build tests bench
 #   benchmarks/run_cuda_checks.sh tests            # only the GPU tests
+#   benchmarks/run_cuda_checks.sh sanitize         # compute-sanitizer memcheck/racecheck/synccheck
 #   benchmarks/run_cuda_checks.sh bench 0.1b,1.5b  # only the benchmark, chosen sizes
 #
 # Results go to $RWKV_TUI_RESULTS (default benchmarks/results/): build log, test log, the
@@ -57,6 +58,32 @@ tests() {
         tests/engine/test_cuda_fallback.py -rs -q -p no:cacheprovider 2>&1 | tee "$RESULTS/cuda-tests.log" | tail -25
 }
 
+sanitize() {
+    # A tiny model's prefill and decode (eager and graph) under each compute-sanitizer tool;
+    # torch's caching allocator is off so that out-of-bounds accesses hit unallocated memory.
+    for tool in memcheck racecheck synccheck; do
+        log "compute-sanitizer $tool"
+        PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" --error-exitcode 9 "$PY" - <<'EOF' \
+            2>&1 | tee "$RESULTS/cuda-sanitize-$tool.log" | tail -4
+import torch
+from engine.backends.cuda import CudaBackend
+from engine.checkpoint import infer_config
+from engine.state import State
+from engine.synthetic import random_state_dict
+sd = random_state_dict(2, 128, 300, seed=1, ranks=(24, 20, 40, 32))
+config = infer_config(sd)
+for dtype in (torch.float16, torch.bfloat16, torch.float32):
+    for graph in (False, True):
+        backend = CudaBackend(sd, config, dtype, "cuda", use_graph=graph)
+        logits, state = backend.forward(list(range(1, 40)), State.zeros(config))
+        for _ in range(3):
+            logits, state = backend.forward([int(logits.argmax())], state)
+        torch.cuda.synchronize()
+print("sanitize run finished")
+EOF
+    done
+}
+
 bench() {
     local sizes="${1:-0.1b,1.5b,7.2b}"
     log "benchmark $sizes"
@@ -68,12 +95,12 @@ bench() {
 while [ $# -gt 0 ]; do
     step="$1"; shift
     case "$step" in
-        prepare|setup|build|tests) "$step" ;;
+        prepare|setup|build|tests|sanitize) "$step" ;;
         bench|all)
             sizes=""
             if [ $# -gt 0 ] && [[ "$1" == *b* ]] && [[ "$1" != build ]]; then sizes="$1"; shift; fi
-            if [ "$step" = all ]; then setup; build; tests; fi
+            if [ "$step" = all ]; then setup; build; tests; sanitize; fi
             bench "$sizes" ;;
-        *) echo "unknown step '$step' (prepare, setup, build, tests, bench [SIZES], all [SIZES])" >&2; exit 2 ;;
+        *) echo "unknown step '$step' (prepare, setup, build, tests, sanitize, bench [SIZES], all [SIZES])" >&2; exit 2 ;;
     esac
 done

@@ -15,6 +15,13 @@
 #include <ucontext.h>
 #include <vector>
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h> /* tells memcheck that fiber stacks are stacks (no-op otherwise) */
+#define RWKV7_EMU_STACK_REGISTER(start, end) VALGRIND_STACK_REGISTER(start, end)
+#else
+#define RWKV7_EMU_STACK_REGISTER(start, end) 0
+#endif
+
 namespace rwkv7_emu {
 
 uint3 g_thread, g_block;
@@ -70,7 +77,10 @@ void resume(Fiber &fiber) {
     if (!_setjmp(scheduler)) {
         if (!fiber.started) {
             fiber.started = true;
-            if (!fiber.stack) fiber.stack = static_cast<char *>(std::malloc(kStackBytes));
+            if (!fiber.stack) {
+                fiber.stack = static_cast<char *>(std::malloc(kStackBytes));
+                (void)RWKV7_EMU_STACK_REGISTER(fiber.stack, fiber.stack + kStackBytes);
+            }
             getcontext(&fiber.start);
             fiber.start.uc_stack.ss_sp = fiber.stack;
             fiber.start.uc_stack.ss_size = kStackBytes;

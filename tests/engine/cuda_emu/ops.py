@@ -39,29 +39,34 @@ def cuda_include_dir() -> Path | None:
     return next((c for c in candidates if (c / "cuda_fp16.h").exists()), None)
 
 
-def build_emulator() -> Path:
-    """Compile the kernels + emulator into a shared library (cached by content hash)."""
+def build_emulator(memcheck_driver: bool = False) -> Path:
+    """Compile the kernels + emulator into a shared library (cached by content hash); with
+    ``memcheck_driver``, into the stand-alone program memcheck_driver.cpp instead (-O1 -g, for
+    valgrind's line numbers)."""
     include = cuda_include_dir()
     compiler = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if include is None or compiler is None:
         raise RuntimeError("needs the CUDA headers and a C++ compiler")
     sources = cuda_source_dir()
-    files = [sources / n for n in (*KERNEL_SOURCES, *KERNEL_HEADERS)] + [HERE / "emulator.h", HERE / "emulator.cpp"]
-    flags = ["-O2", "-std=c++17", "-shared", "-fPIC", "-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=0",
-             "-Wall", "-Werror", "-Wno-unknown-pragmas", "-Wno-unused-function"]
+    extra = [HERE / "memcheck_driver.cpp"] if memcheck_driver else []
+    files = [sources / n for n in (*KERNEL_SOURCES, *KERNEL_HEADERS)] + [HERE / "emulator.h", HERE / "emulator.cpp"] + extra
+    flags = ["-std=c++17", "-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=0", "-Wall", "-Werror",
+             "-Wno-unknown-pragmas", "-Wno-unused-function"]
+    flags += ["-O1", "-g"] if memcheck_driver else ["-O2", "-shared", "-fPIC"]
     digest = hashlib.sha256(repr((flags, compiler, str(include))).encode())
     for f in files:
         digest.update(f.name.encode() + f.read_bytes())
     directory = cache_dir() / "test-emulator"
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"rwkv7_emu_{digest.hexdigest()[:16]}.so"
+    suffix = "memcheck" if memcheck_driver else "so"
+    target = directory / f"rwkv7_emu_{digest.hexdigest()[:16]}.{suffix}"
     if target.exists():
         return target
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         partial = Path(tmp) / target.name
         command = [compiler, *flags, f"-I{include}", f"-I{sources}", "-include", str(HERE / "emulator.h"),
                    "-x", "c++", *[str(sources / n) for n in KERNEL_SOURCES],
-                   "-x", "none", str(HERE / "emulator.cpp"), "-o", str(partial)]
+                   "-x", "none", str(HERE / "emulator.cpp"), *map(str, extra), "-o", str(partial)]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             raise RuntimeError(f"emulator build failed:\n{result.stderr[-4000:]}")
