@@ -45,13 +45,36 @@ def gpu_problem() -> str | None:
     return None
 
 
+def cuda_home() -> Path | None:
+    """A CUDA toolkit root that really has nvcc and the runtime headers.
+
+    torch guesses the root from where ``nvcc`` is on PATH, which is wrong when that is a
+    wrapper script (e.g. /usr/local/bin/nvcc exec'ing the real one); the build would then miss
+    cuda_runtime.h. Explicit settings come first.
+    """
+    from torch.utils import cpp_extension
+
+    candidates: list[str | Path | None] = [
+        os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), cpp_extension.CUDA_HOME,
+    ]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(Path(nvcc).resolve().parent.parent)
+    candidates.append("/usr/local/cuda")
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "bin" / "nvcc").exists() and (
+            Path(candidate) / "include" / "cuda_runtime.h"
+        ).exists():
+            return Path(candidate)
+    return None
+
+
 def toolkit_problem() -> str | None:
     """Why the extension cannot be compiled here, or None if it can."""
     from torch.utils import cpp_extension
 
-    nvcc = Path(cpp_extension.CUDA_HOME, "bin", "nvcc") if cpp_extension.CUDA_HOME else None
-    if not (nvcc and nvcc.exists()) and shutil.which("nvcc") is None:
-        return "the CUDA toolkit (nvcc) was not found; install it or set CUDA_HOME"
+    if cuda_home() is None:
+        return "the CUDA toolkit (nvcc and its headers) was not found; install it or set CUDA_HOME"
     if not cpp_extension.is_ninja_available():
         return "ninja is not installed (pip install ninja)"
     if shutil.which(os.environ.get("CXX", "c++")) is None:
@@ -95,6 +118,10 @@ def load_extension(device: torch.device | None = None) -> ModuleType:
         build_dir.mkdir(parents=True, exist_ok=True)
         log.info("loading CUDA kernels %s (compiled on first use into %s)", name, build_dir)
         from torch.utils import cpp_extension
+
+        home = cuda_home()
+        if home is not None and cpp_extension.CUDA_HOME != str(home):
+            cpp_extension.CUDA_HOME = str(home)  # torch builds with this module-level root
 
         try:
             _module = cpp_extension.load(

@@ -24,6 +24,13 @@ from tests.engine.cuda_emu.ops import cuda_include_dir
 
 NVCC = shutil.which("nvcc")
 ARCHS = ("80", "90")
+#: What torch.utils.cpp_extension adds to every nvcc command (COMMON_NVCC_FLAGS), so the check
+#: sees what the real build sees: no implicit half/bfloat16 conversions or operators.
+TORCH_NVCC_FLAGS = (
+    "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__", "--expt-relaxed-constexpr",
+    "-Xcompiler", "-fPIC",
+)
 TIMEOUT_S = 600
 
 
@@ -35,7 +42,7 @@ def _nvcc_jobs(out: Path) -> dict[str, subprocess.Popen]:
     for source in sorted(source_dir.glob("*.cu")):
         command = [
             NVCC, "-c", "-std=c++20", "-O3", "-Xptxas", "-O3", "--extra-device-vectorization",
-            "-Werror", "all-warnings", *targets, "-I", str(source_dir), str(source),
+            "-Werror", "all-warnings", *TORCH_NVCC_FLAGS, *targets, "-I", str(source_dir), str(source),
             "-o", str(out / f"{source.stem}.o"),
         ]
         jobs[source.name] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -113,3 +113,24 @@ def test_build_name_changes_with_the_sources(monkeypatch, tmp_path):
     (source / "wkv7.cu").write_text("// v2\n")
     assert cuda_build.build_key((9, 0)) != first
     assert cuda_build.build_key((8, 0)) != cuda_build.build_key((9, 0))
+
+
+def test_toolkit_root_needs_nvcc_and_headers(monkeypatch, tmp_path):
+    """A directory with only an nvcc wrapper is not a toolkit (torch would build without
+    cuda_runtime.h); CUDA_HOME pointing at a real one wins."""
+    wrapper = tmp_path / "wrapper"
+    (wrapper / "bin").mkdir(parents=True)
+    (wrapper / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    real = tmp_path / "toolkit"
+    (real / "bin").mkdir(parents=True)
+    (real / "include").mkdir()
+    (real / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    (real / "include" / "cuda_runtime.h").write_text("")
+    monkeypatch.setattr(torch.utils.cpp_extension, "CUDA_HOME", str(wrapper))
+    monkeypatch.setenv("CUDA_HOME", str(real))
+    assert cuda_build.cuda_home() == real
+    monkeypatch.setenv("CUDA_HOME", str(wrapper))
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    found = cuda_build.cuda_home()
+    assert found != wrapper
+    assert found is None or (found / "include" / "cuda_runtime.h").exists()
