@@ -219,3 +219,14 @@ def test_unsupported_head_size_is_a_one_line_backend_error(ops):
     state_dict, config = _model(1, 128, 64, head_size=32)
     with pytest.raises(BackendError, match="head size 64"):
         CudaBackend(state_dict, config, torch.float16, "cpu", ops=ops)
+
+
+@pytest.mark.parametrize("n_layer", [1, 3])
+def test_a_decoded_token_costs_six_launches_per_layer_plus_two(ops, n_layer):
+    """Launch gaps bound small models at batch 1, so the fusion is part of the design:
+    embedding + 6 per layer (LayerNorms run as last-block epilogues) + head."""
+    state_dict, config = _model(n_layer, 128, 64)
+    gpu = CudaBackend(state_dict, config, torch.float16, "cpu", ops=ops)
+    before = ops.launch_count()
+    gpu.forward([3], State.zeros(config))
+    assert ops.launch_count() - before == 6 * n_layer + 2

@@ -54,6 +54,7 @@ float float_slots[2][kMaxThreads];
 unsigned int uint_slots[2][kMaxThreads];
 std::string error_message;
 bool failed = false;
+unsigned long long launches = 0;
 
 void wait(State state) {
     current->state = state;
@@ -144,6 +145,7 @@ bool run_block(unsigned int threads) {
 }  // namespace
 
 void launch(dim3 grid, dim3 block, const std::function<void()> &kernel) {
+    launches++;
     const unsigned int threads = block.x * block.y * block.z;
     if (threads == 0 || threads > kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0) {
         failed = true;
@@ -202,3 +204,6 @@ extern "C" const char *rwkv7_emu_take_error(void) {
     rwkv7_emu::error_message.clear();
     return taken.c_str();
 }
+
+/* Kernel launches so far (the decode driver's launch count is part of its design). */
+extern "C" unsigned long long rwkv7_emu_launch_count(void) { return rwkv7_emu::launches; }

@@ -142,6 +142,7 @@ class EmulatedOps:
         self.lib.rwkv7_emu_take_error.restype = ctypes.c_char_p
         self.lib.rwkv7_decode_partial_floats.restype = ctypes.c_size_t
         self.lib.rwkv7_decode_counter_count.restype = ctypes.c_size_t
+        self.lib.rwkv7_emu_launch_count.restype = ctypes.c_ulonglong
         ops = self
 
         class DecodePlan(_EmulatedDecodePlan):
@@ -149,6 +150,10 @@ class EmulatedOps:
             call = ops._call
 
         self.DecodePlan = DecodePlan
+
+    def launch_count(self) -> int:
+        """Kernel launches so far, across every call."""
+        return int(self.lib.rwkv7_emu_launch_count())
 
     def _call(self, what: str, code: int) -> None:
         if code != 0:
