@@ -1,1 +1,1 @@
-"""Widgets of the app, one per module."""
+"""Reusable Textual widgets: each in its own module, styled with theme variables."""
