@@ -84,11 +84,25 @@ class Export:
 
 
 @dataclass(frozen=True)
+class SaveState:
+    """Write the live chat state to a state file (engine.state_io format)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class LoadState:
+    """Continue the chat from a state file: a new conversation starting from that state."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class _Shutdown:
     """Ends the engine thread (sent by ``EngineWorker.close``)."""
 
 
-Command = Union[LoadModel, Send, Regenerate, Edit, Rewind, NewConversation, Export, _Shutdown]
+Command = Union[LoadModel, Send, Regenerate, Edit, Rewind, NewConversation, Export, SaveState, LoadState, _Shutdown]
 _GENERATING_COMMANDS = (Send, Regenerate, Edit)
 
 
@@ -157,9 +171,12 @@ class TurnView:
     stop_reason: str | None
     generated_tokens: int
     tokens_per_second: float
+    #: Whether the state before this turn is kept in memory (rewinding there is instant).
     has_snapshot: bool
-    #: Tokens the state had consumed before this turn (None when its snapshot was dropped).
+    #: Tokens the state had consumed before this turn.
     tokens_before: int | None
+    #: Tokens a rewind to this turn must re-feed when its snapshot was evicted (0 when kept).
+    replay_tokens: int = 0
 
 
 @dataclass(frozen=True)

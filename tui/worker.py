@@ -30,7 +30,8 @@ from tui.files import atomic_write_text
 from tui.protocol import (
     _GENERATING_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
     ModelLoaded, ModelLoadFailed, ModelLoading, ModelSummary, NewConversation, Notice, Outbox,
-    PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, Send, Stats,
+    LoadState, PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, SaveState, Send,
+    Stats,
     TranscriptReplaced, TranscriptTruncated, TurnStarted, TurnView, _Shutdown,
 )
 
@@ -169,8 +170,9 @@ class EngineWorker:
         elif isinstance(command, Rewind):
             conversation = self._require_conversation()
             try:
-                conversation.rewind(command.index)
-            except (IndexError, ValueError) as exc:
+                # An evicted snapshot is rebuilt by re-feeding the recorded tokens (exact, slower).
+                conversation.rewind(command.index, replay=True)
+            except (IndexError, ValueError, RuntimeError) as exc:
                 raise EngineError(str(exc)) from None
             self._emit(TranscriptTruncated(command.index))
             self._publish_conversation(conversation)
@@ -182,6 +184,10 @@ class EngineWorker:
             self._publish_conversation(conversation)
         elif isinstance(command, Export):
             self._export(command)
+        elif isinstance(command, SaveState):
+            self._save_state(command)
+        elif isinstance(command, LoadState):
+            self._load_state(command)
 
     # ------------------------------------------------------------------ models
 
@@ -265,13 +271,31 @@ class EngineWorker:
     @staticmethod
     def _read_state_file(path: str, model: Model) -> engine.State:
         """Start state from a file (``--state``), checked against the model by the engine."""
-        try:
-            from engine import state_io  # type: ignore[attr-defined]
-        except ImportError:
-            raise EngineError(
-                f"{path}: cannot load state files: this build has no state-file support yet"
-            ) from None
-        return state_io.load_state(path, model)
+        from engine import state_io
+
+        return state_io.load_state(Path(path).expanduser(), model)
+
+    def _save_state(self, command: SaveState) -> None:
+        from engine import state_io
+
+        conversation = self._require_conversation()
+        written = state_io.save_state(
+            Path(command.path).expanduser(), conversation.state, conversation.model, logits=conversation.logits,
+        )
+        self._emit(Notice(
+            "information", f"Saved the state ({conversation.state.tokens_seen:,} tokens seen) to {written}",
+        ))
+
+    def _load_state(self, command: LoadState) -> None:
+        conversation = self._require_conversation()
+        state = self._read_state_file(command.path, conversation.model)  # validated before anything changes
+        conversation.reset(initial_state=state)
+        self._emit(TranscriptReplaced(()))
+        self._publish_conversation(conversation)
+        self._emit(Notice(
+            "information",
+            f"Continuing from {Path(command.path).name} ({state.tokens_seen:,} tokens seen): a new conversation",
+        ))
 
     # ------------------------------------------------------------------ chat
 
@@ -348,24 +372,29 @@ class EngineWorker:
         ))
         self._publish_conversation(conversation)
 
+    @staticmethod
+    def _turn_views(conversation: Conversation) -> tuple[TurnView, ...]:
+        views = []
+        for snapshot, t in zip(conversation.snapshots(), conversation.turns):
+            views.append(TurnView(
+                index=snapshot.turn, user=t.user, reply=t.reply,
+                stop_reason=t.stop_reason.value if t.stop_reason is not None else None,
+                generated_tokens=t.stats.generated_tokens if t.stats else 0,
+                tokens_per_second=t.stats.tokens_per_second if t.stats else 0.0,
+                has_snapshot=snapshot.kept, tokens_before=snapshot.tokens_seen,
+                replay_tokens=snapshot.replay_tokens,
+            ))
+        return tuple(views)
+
     def _turn_view(self, conversation: Conversation, index: int) -> TurnView:
-        t = conversation.turns[index]
-        return TurnView(
-            index=index, user=t.user, reply=t.reply,
-            stop_reason=t.stop_reason.value if t.stop_reason is not None else None,
-            generated_tokens=t.stats.generated_tokens if t.stats else 0,
-            tokens_per_second=t.stats.tokens_per_second if t.stats else 0.0,
-            has_snapshot=t.state_before is not None,
-            tokens_before=t.state_before.tokens_seen if t.state_before is not None else None,
-        )
+        return self._turn_views(conversation)[index]
 
     def _publish_conversation(self, conversation: Conversation) -> None:
-        turns = tuple(self._turn_view(conversation, i) for i in range(len(conversation.turns)))
-        kept = sum(1 for t in conversation.turns if t.state_before is not None)
-        per_state = conversation.state.nbytes
+        turns = self._turn_views(conversation)
         self._emit(ConversationInfo(
-            turns=turns, tokens_seen=conversation.state.tokens_seen, state_bytes=per_state,
-            snapshots_kept=kept, snapshot_bytes=kept * per_state, snapshot_budget=conversation.snapshot_budget,
+            turns=turns, tokens_seen=conversation.state.tokens_seen, state_bytes=conversation.state.nbytes,
+            snapshots_kept=sum(1 for t in turns if t.has_snapshot), snapshot_bytes=conversation.snapshot_bytes,
+            snapshot_budget=conversation.snapshot_budget,
         ))
 
     def _export(self, command: Export) -> None:

@@ -291,3 +291,27 @@ async def test_demo_models_are_labelled_as_such(make_app, monkeypatch, tmp_path:
         assert "rwkv7-demo-chat-bytes" in bar and "demo models" in bar and "--model" in bar
         assert not [n for n in app._notifications if n.severity == "error"]  # the missing music demo is not an error
         assert "none" in bar.split("music:")[1]
+
+
+async def test_state_pane_saves_and_loads_the_live_state(make_app, tmp_path: Path) -> None:
+    app = make_app()
+    async with app.run_test(size=(130, 40)) as pilot:
+        await start(pilot, app)
+        await pilot.press(*"keep me", "enter")
+        await wait_idle(pilot, app)
+        seen = app.worker.conversation.state.tokens_seen
+        await pilot.press("f4")
+        await pilot.click("#save-state")
+        assert isinstance(app.screen, PathPrompt)
+        target = tmp_path / "live.state.safetensors"
+        app.screen.query_one("#path", Input).value = str(target)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: target.exists(), what="the state file")
+        await pilot.press("f2", "ctrl+n")
+        await wait_until(pilot, lambda: app.worker.conversation.state.tokens_seen == 0)
+        await pilot.press("f4")
+        await pilot.click("#load-state")
+        app.screen.query_one("#path", Input).value = str(target)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.state_pane.numbers.get("Tokens seen") == f"{seen:,}", what="the loaded state")
+        assert app.worker.conversation.turns == []

@@ -57,6 +57,7 @@ def worker(tiny_checkpoint: Path):
     w.submit(LoadModel("chat", str(tiny_checkpoint), device="cpu", dtype="fp32", tokenizer="bytes"))
     rec.wait_for(lambda e: isinstance(e, (ModelLoaded, ModelLoadFailed)))
     assert rec.of(ModelLoaded), rec.events
+    rec.wait_for(lambda e: isinstance(e, ConversationInfo))  # the load's last event: nothing left behind
     yield w, rec
     w.close()
 
@@ -148,7 +149,7 @@ def test_edit_resends_from_the_snapshot_before_that_turn(worker) -> None:
     finished = rec.wait_for(lambda e: isinstance(e, ReplyFinished))
     assert rec.of(TranscriptTruncated)[0].keep == 0
     assert finished.turn.index == 0 and finished.turn.user == "one, edited"
-    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo))
+    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo) and len(e.turns) == 1)
     assert [t.user for t in info.turns] == ["one, edited"]
     # Exactly the prompt of a first turn on the zero state: nothing older was fed.
     assert [s for s in rec.of(Stats) if not s.generating][-1].prompt_tokens == len("User: one, edited\n\nAssistant:")
@@ -161,11 +162,11 @@ def test_rewind_and_new_conversation(worker) -> None:
         rec.wait_for(lambda e: isinstance(e, ReplyFinished) and e.turn.user == text)
     rec.clear()
     w.submit(Rewind(1))
-    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo))
+    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo) and len(e.turns) == 1)
     assert rec.of(TranscriptTruncated)[0].keep == 1 and [t.user for t in info.turns] == ["a"]
     rec.clear()
     w.submit(NewConversation())
-    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo))
+    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo) and e.turns == ())
     assert info.turns == () and info.tokens_seen == 0
 
 
@@ -199,7 +200,7 @@ def test_an_engine_failure_mid_reply_removes_the_turn_and_keeps_working(worker, 
     failed = rec.wait_for(lambda e: isinstance(e, ReplyFailed))
     assert failed.user == "break please" and "simulated kernel fault" in failed.message
     assert "\n" not in failed.message and "second line" not in failed.message
-    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo))
+    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo) and e.turns == ())
     assert info.turns == ()
     w.submit(Send("and now?", settings(max_tokens=4)))
     assert rec.wait_for(lambda e: isinstance(e, ReplyFinished)).turn.index == 0
@@ -233,3 +234,50 @@ def test_send_without_a_model_gives_the_text_back() -> None:
         assert rejected.text == "hello?" and "--model" in rejected.message
     finally:
         w.close()
+
+
+def test_rewind_to_an_evicted_snapshot_replays_it(worker) -> None:
+    w, rec = worker
+    w.conversation.set_snapshot_budget(1)  # keep only the newest snapshot (the thread is idle)
+    replies = []
+    for text in ("one", "two", "three"):
+        w.submit(Send(text, settings(max_tokens=6)))
+        replies.append(rec.wait_for(lambda e: isinstance(e, ReplyFinished) and e.turn.user == text).turn.reply)
+    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo) and len(e.turns) == 3)
+    assert [t.has_snapshot for t in info.turns] == [True, False, True]  # the first is the initial state
+    assert info.turns[1].replay_tokens > 0 and info.turns[1].tokens_before > 0
+    rec.clear()
+    w.submit(Rewind(1))
+    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo) and len(e.turns) == 1)
+    assert [t.user for t in info.turns] == ["one"]
+    # The replayed state continues exactly as the original did: the same seeded reply again.
+    w.submit(Send("two", settings(max_tokens=6)))
+    assert rec.wait_for(lambda e: isinstance(e, ReplyFinished)).turn.reply == replies[1]
+
+
+def test_save_and_load_the_live_state(worker, tmp_path: Path) -> None:
+    from tui.protocol import LoadState, SaveState
+
+    w, rec = worker
+    w.submit(Send("remember this", settings(max_tokens=6)))
+    rec.wait_for(lambda e: isinstance(e, ReplyFinished))
+    seen = w.conversation.state.tokens_seen
+    path = tmp_path / "chat.state.safetensors"
+    w.submit(SaveState(str(path)))
+    rec.wait_for(lambda e: isinstance(e, Notice) and "Saved" in e.message)
+    rec.clear()
+    w.submit(NewConversation())
+    rec.wait_for(lambda e: isinstance(e, ConversationInfo) and e.tokens_seen == 0)
+    rec.clear()
+    w.submit(LoadState(str(path)))
+    info = rec.wait_for(lambda e: isinstance(e, ConversationInfo))
+    assert info.tokens_seen == seen and info.turns == ()
+    assert rec.of(TranscriptReplaced)
+    # A damaged file is one line and changes nothing.
+    bad = tmp_path / "bad.state.safetensors"
+    bad.write_bytes(b"garbage")
+    rec.clear()
+    w.submit(LoadState(str(bad)))
+    error = rec.wait_for(lambda e: isinstance(e, Notice) and e.severity == "error")
+    assert "bad.state.safetensors" in error.message and "\n" not in error.message
+    assert w.conversation.state.tokens_seen == seen

@@ -1,11 +1,14 @@
 """The state inspector's frame: heat map, numbers, the snapshot list, save and load.
 
-The numbers and the snapshot list are live already (the conversation keeps a state snapshot before
-every turn, and rewinding to one is instant); the heat map and state files are built separately
-and slot into their regions with :meth:`StatePane.mount_in`.
+The numbers, the snapshot list (rewind to any turn), and saving and loading the live state are
+wired to the engine thread; the heat map and other inspector widgets are built separately and
+slot into their regions with :meth:`StatePane.mount_in`.
 """
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 from rich.table import Table
 from textual import on
@@ -14,8 +17,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Static
 
-from tui.messages import RewindRequested
-from tui.protocol import ConversationInfo, ModelSummary
+from engine import state_io
+from tui.messages import EngineRequest, RewindRequested
+from tui.protocol import ConversationInfo, LoadState, ModelSummary, SaveState
+from tui.screens.path_prompt import PathPrompt
 from tui.think import split_reply
 from tui.widgets.status_line import human_bytes
 
@@ -64,18 +69,18 @@ class StatePane(Horizontal):
         with Vertical(id="state-right"):
             snapshots = Vertical(DataTable(id="snapshots", cursor_type="row", zebra_stripes=True),
                                  id="snapshot-region", classes="region")
-            snapshots.border_title = "Snapshots (state before each turn)"
+            snapshots.border_title = "Snapshots (state before each turn; Tokens = tokens seen then)"
             yield snapshots
             with Horizontal(id="state-actions"):
                 yield Button("Rewind to selected", id="rewind", variant="warning", disabled=True, compact=True)
-                yield Button("Save state…", id="save-state", disabled=True, compact=True,
-                             tooltip="State files arrive with the state inspector")
-                yield Button("Load state…", id="load-state", disabled=True, compact=True,
-                             tooltip="State files arrive with the state inspector")
+                yield Button("Save state…", id="save-state", compact=True,
+                             tooltip="Write the live chat state to a file")
+                yield Button("Load state…", id="load-state", compact=True,
+                             tooltip="Start a new conversation from a saved state")
 
     def on_mount(self) -> None:
         table = self.query_one("#snapshots", DataTable)
-        table.add_columns("Turn", "Tokens before", "Snapshot", "You", "Reply")
+        table.add_columns("Turn", "Tokens", "Snapshot", "You", "Reply")
         self._refresh_numbers()
 
     # ------------------------------------------------------------------ data
@@ -95,9 +100,9 @@ class StatePane(Horizontal):
             table.add_row(
                 str(turn.index + 1),
                 f"{turn.tokens_before:,}" if turn.tokens_before is not None else "–",
-                "kept" if turn.has_snapshot else "dropped",
-                _preview(turn.user, 22),
-                _preview(split_reply(turn.reply)[1] or turn.reply, 22),
+                "kept" if turn.has_snapshot else f"replay {turn.replay_tokens:,}",
+                _preview(turn.user, 16),
+                _preview(split_reply(turn.reply)[1] or turn.reply, 16),
                 key=str(turn.index),
             )
         self._update_rewind_button()
@@ -139,8 +144,7 @@ class StatePane(Horizontal):
         row = table.cursor_row
         if not 0 <= row < len(self.info.turns):
             return None
-        turn = self.info.turns[row]
-        return turn.index if turn.has_snapshot else None
+        return self.info.turns[row].index
 
     def _update_rewind_button(self) -> None:
         button = self.query_one("#rewind", Button)
@@ -148,7 +152,9 @@ class StatePane(Horizontal):
         button.disabled = index is None
         if self._confirm_rewind is not None and self._confirm_rewind == index and self.info is not None:
             dropped = len(self.info.turns) - index
-            button.label = f"Press again: drop {dropped} turn{'s' if dropped != 1 else ''}"
+            replay = self.info.turns[index].replay_tokens
+            cost = f", re-feed {replay:,} tokens" if replay else ""
+            button.label = f"Press again: drop {dropped} turn{'s' if dropped != 1 else ''}{cost}"
         else:
             self._confirm_rewind = None
             button.label = "Rewind to selected"
@@ -170,6 +176,28 @@ class StatePane(Horizontal):
             return
         self._confirm_rewind = None
         self.post_message(RewindRequested(index))
+
+    @on(Button.Pressed, "#save-state")
+    def _save_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        default = Path.cwd() / f"rwkv-state-{time.strftime('%Y%m%d-%H%M%S')}{state_io.SUFFIX}"
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.post_message(EngineRequest(SaveState(path)))
+
+        self.app.push_screen(PathPrompt("Save the live chat state", str(default), mode="save"), chosen)
+
+    @on(Button.Pressed, "#load-state")
+    def _load_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.post_message(EngineRequest(LoadState(path)))
+
+        note = "The chat starts a new conversation from this state; the file is checked against the model first."
+        self.app.push_screen(PathPrompt("Load a state file", str(Path.cwd()) + "/", mode="open", note=note), chosen)
 
     async def mount_in(self, region_id: str, widget: Widget) -> None:
         """Put a finished widget in its region, replacing the region's placeholder."""
