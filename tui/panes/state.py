@@ -91,10 +91,14 @@ class StatePane(Horizontal):
             self._refresh_numbers()
 
     def set_conversation(self, info: ConversationInfo) -> None:
+        """Show a new conversation summary, keeping the user's selection and a pending
+        "press again" for the same turn: summaries also arrive while nothing changed for them."""
         self.info = info
-        self._confirm_rewind = None
+        if self._confirm_rewind is not None and self._confirm_rewind >= len(info.turns):
+            self._confirm_rewind = None
         self._refresh_numbers()
         table = self.query_one("#snapshots", DataTable)
+        selected_row = table.cursor_row
         table.clear()
         for turn in info.turns:
             table.add_row(
@@ -105,6 +109,8 @@ class StatePane(Horizontal):
                 _preview(split_reply(turn.reply)[1] or turn.reply, 16),
                 key=str(turn.index),
             )
+        if table.row_count:
+            table.move_cursor(row=min(max(selected_row, 0), table.row_count - 1))
         self._update_rewind_button()
 
     def _refresh_numbers(self) -> None:
@@ -161,6 +167,8 @@ class StatePane(Horizontal):
 
     @on(DataTable.RowHighlighted, "#snapshots")
     def _row_highlighted(self) -> None:
+        if self._confirm_rewind is not None and self._selected_turn() == self._confirm_rewind:
+            return  # the table was refreshed under the same selection: stay armed
         self._confirm_rewind = None
         self._update_rewind_button()
 
