@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from types import ModuleType
 from typing import Sequence
 
-# Before anything imports torch: OpenMP threads that wait by spinning steal the cores from the
-# engine thread when torch's thread pool was first used off the main thread, as it is in the app
-# (measured: 0.1B shape on 2 busy cores, 5.5 → 11.3 tok/s with passive waiting). A user's own
-# setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from tui.commands import COMMAND_MODULES  # noqa: E402
+import engine  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
+from tui.commands import COMMAND_MODULES
 
 
 def _command_modules() -> list[ModuleType]:

@@ -1,1 +1,0 @@
-"""Bundled colour themes (<name>.json) and stylesheets (*.tcss); installed as the package tui.themes."""
