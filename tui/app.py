@@ -31,7 +31,7 @@ from tui.config import APP_NAME, DEFAULT_THEME, AppConfig, config_path, load_con
 from tui.messages import CopyText, EngineReady, EngineRequest, RewindRequested, SettingsChanged, StopGeneration
 from tui.pacing import DrainPacer
 from tui.panes.chat import ChatPane
-from tui.panes.music import MusicPane
+from tui.panes.music import MusicConfigChanged, MusicPane
 from tui.panes.state import StatePane
 from tui.protocol import (
     ChatSettings, ConversationInfo, Edit, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, Notice,
@@ -349,6 +349,11 @@ class RwkvApp(App[int]):
         )
         self._schedule_save()
 
+    @on(MusicConfigChanged)
+    def _music_config_changed(self, message: MusicConfigChanged) -> None:
+        self.config.extra[message.section] = message.data
+        self._schedule_save()
+
     def _theme_changed(self, theme: object) -> None:
         name = getattr(theme, "name", None)
         if isinstance(name, str) and name != self.config.theme:
@@ -422,13 +427,21 @@ class RwkvApp(App[int]):
             if not spec.palette or spec.id == "app.theme":
                 continue
             keys = format_keys(effective_keys(spec.id, self.config.keymap))
-            title = spec.palette_title if spec.scope == "app" else f"Chat: {spec.palette_title}"
+            title = spec.palette_title if spec.scope == "app" else f"{spec.scope.capitalize()}: {spec.palette_title}"
+            if spec.scope == "music":
+                # Music actions act on the music pane, so show it.
+                yield SystemCommand(title, f"{spec.help} ({keys})", partial(self._run_music_action, spec.action))
+                continue
             target = self if spec.scope == "app" else self.chat_pane
             yield SystemCommand(title, f"{spec.help} ({keys})", partial(self.run_action, spec.action, target))
         yield SystemCommand(
             "State: Rewind the conversation", "Pick a snapshot in the state pane to return to",
             partial(self.action_show_pane, "state"),
         )
+
+    async def _run_music_action(self, action: str) -> None:
+        self.action_show_pane("music")
+        await self.run_action(action, self.music_pane)
 
 
 def run_app(args: argparse.Namespace) -> int:

@@ -178,11 +178,12 @@ class MusicWorker:
         generation = music_generate.MidiGeneration(self._model(), midi_settings, prompt_tokens=prompt)
         self._activate(run, generation)
         player = self.player if request.play else None
-        self.outbox.put(MusicStarted(run, "midi", ""))
+        # A continuation's first chunk replays the prompt, <start> included.
+        self.outbox.put(MusicStarted(run, "midi", "" if prompt else vocab.START))
         if player is not None:
             player.begin()
             player.play()
-        at_line_start = True
+        at_line_start = bool(prompt)
         generated = 0
         first_token_at: float | None = None
         for chunk in generation:
