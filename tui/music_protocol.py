@@ -9,7 +9,7 @@ update rate, never on how fast the model writes.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal, Union
 
 import mido
@@ -122,15 +122,3 @@ class MusicOutbox:
         with self._lock:
             return len(self._events)
 
-
-@dataclass
-class PieceBuffer:
-    """The piece as it grows on the pane side (what the roll and the text view already show)."""
-
-    run: int = 0
-    mode: MusicMode = "midi"
-    text_parts: list[str] = field(default_factory=list)
-    events: list[NoteEvent] = field(default_factory=list)
-    time_ms: float = 0.0
-    generated_tokens: int = 0
-    tokens_per_second: float = 0.0

@@ -59,6 +59,8 @@ async def test_generate_fills_the_roll_and_the_token_text_and_plays(make_app, mi
         assert shown == piece.text.split()[:-1]  # all but the closing <end> the decoder adds
         # It was played live to the port: the notes of the piece, in order, from the player.
         await wait_until(pilot, lambda: pane.player.status().state == PlayerState.ENDED, 15, "the end of playback")
+        await pilot.pause(0.2)
+        assert pane.roll.playhead_ms == pytest.approx(piece.end_ms)  # the playhead followed to the end
         ons = [m[1] for m in sink.messages() if m[0] & 0xF0 == 0x90 and m[2] > 0]
         assert ons == [e.note for e in piece.events if e.is_on]
         status = str(pane.transport.query_one("#status").render())
@@ -135,6 +137,10 @@ async def test_bad_settings_are_rejected_before_the_engine(make_app, midi_checkp
         await open_music(pilot, app)
         pane = app.music_pane
         temperature = pane.settings_panel.query_one("#field-temperature", Input)
+        temperature.focus()
+        temperature.value = ""
+        await pilot.press(*"hot g")
+        assert temperature.value == "hot g" and pane.run == 0  # typing is not a transport key
         temperature.value = "hot"
         await pilot.pause(0.1)
         assert "expected a number" in str(pane.settings_panel.query_one("#error-temperature").render())
@@ -160,11 +166,13 @@ async def test_settings_and_port_persist_in_the_config_file(make_app, midi_check
         await open_music(pilot, app)
         pane = app.music_pane
         pane.settings_panel.query_one("#field-top_k", Input).value = "5"
-        await pilot.press("right_square_bracket")
+        pane.roll.focus()
+        await pilot.press("right_square_bracket", "full_stop")
         await pilot.pause(0.8)
+        assert pane.player.tempo == 1.1 and pane.player.velocity_scale == pytest.approx(1.1)
     saved = json.loads(music_config.read_text())["music"]
     assert saved["settings"]["top_k"] == 5 and saved["settings"]["seed"] == 3
-    assert saved["tempo"] == 1.1
+    assert saved["tempo"] == 1.1 and saved["volume"] == pytest.approx(1.1)
     assert saved["port"] is None
 
 
@@ -249,5 +257,34 @@ async def test_music_keys_are_in_help_and_palette(make_app, midi_checkpoint, mus
     app = make_app(music_model=str(midi_checkpoint))
     async with app.run_test(size=SIZE) as pilot:
         await start(pilot, app)
-        titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert "Music: Generate" in titles and "Music: Export the piece as MIDI (.mid)" in titles
+        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        assert "Music: Export the piece as MIDI (.mid)" in commands
+        await wait_until(pilot, lambda: app.music_pane.model is not None)
+        await commands["Music: Generate"].callback()  # from the chat pane: shows the music pane, generates
+        assert app.query_one("#panes").active == "music"
+        await wait_piece(pilot, app)
+        assert app.music_pane.roll.note_count == app.music_pane.piece.note_count
+
+
+def test_wav_export_renders_at_the_loudness_target(tmp_path) -> None:
+    from tests.helpers import require_tool
+    from engine.music import midi_codec
+    from tui.music_protocol import MusicPiece
+    from tui.panes.music import export_piece
+
+    require_tool("fluidsynth")
+    decoded = midi_codec.decode_tokens("<start> p:3c:8 p:40:8 t62 p:43:8 t125 t125 <end>")
+    piece = MusicPiece("midi", "", tuple(decoded.events), decoded.end_ms, decoded.to_midi(), 7, 0.0, "stop token")
+    message = export_piece(piece, str(tmp_path / "piece.wav"), "wav", -20.0)
+    assert "piece.wav" in message
+    import soundfile
+
+    audio, rate = soundfile.read(tmp_path / "piece.wav")
+    assert rate == 44100 and len(audio) > rate and abs(audio).max() > 0.01
+    from engine.music.render import measure_lufs
+
+    assert measure_lufs(audio, rate) == pytest.approx(-20.0, abs=1.0)
+    with pytest.raises(Exception) as info:
+        export_piece(MusicPiece("abc", "X:1", (), 0.0, None, 1, 0.0, "stop token", conversion_problem="no notes"),
+                     str(tmp_path / "x.mid"), "mid", -14.0)
+    assert "x.mid" in str(info.value) and "no notes" in str(info.value)

@@ -54,6 +54,7 @@ MODES = {"midi": "MIDI tokens (live playback)", "abc": "ABC notation (converted 
 TICK = 1 / 15
 #: The config file's section for this pane.
 CONFIG_SECTION = "music"
+HINT = "g generates a piece with the settings on the right; Space plays / pauses, s stops."
 EXPORT_FORMATS = {"mid": "MIDI file", "abc": "ABC tune", "txt": "token text", "wav": "audio (FluidSynth)"}
 
 
@@ -147,6 +148,7 @@ class MusicPane(Vertical):
         self.worker.start()
         self._ticker = self.set_interval(TICK, self._tick, pause=True, name="music-tick")
         self.query_one("#text-region").border_title = self._text_title()
+        self.text_view.write(HINT)
         if self._config_problems:
             more = len(self._config_problems) - 1
             self.notify(self._config_problems[0] + (f" (+{more} more)" if more else ""),
@@ -229,7 +231,7 @@ class MusicPane(Vertical):
         self._apply_settings(message.settings)
 
     def _text_title(self) -> str:
-        return "ABC text" if self.settings.mode == "abc" else "Tokens (one time step a line)"
+        return "ABC text" if self.settings.mode == "abc" else "Tokens"
 
     # ------------------------------------------------------------------ actions
 
