@@ -99,7 +99,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
                show=False),
     ActionSpec("music.louder", "full_stop", "volume(1)", "Louder", "Raise the volume (note velocities)", "music",
                show=False),
-    ActionSpec("music.export_mid", "ctrl+s", "export('mid')", "Export", "Save the piece as a .mid file", "music",
+    ActionSpec("music.export_mid", "ctrl+s", "export('mid')", "Export .mid", "Save the piece as a .mid file", "music",
                title="Export the piece as MIDI (.mid)"),
     ActionSpec(
         "music.export_text", "ctrl+e", "export('abc')", "Export text",

@@ -10,9 +10,10 @@ import pytest
 from textual.widgets import Input
 
 from engine.music.player import PlayerState
-from engine.music.ports import RecordingSink
+from engine.music.ports import PortChoice, RecordingSink
 from tests.tui.conftest import start, wait_until
 from tui.screens.path_prompt import PathPrompt
+from tui.widgets.transport import Transport
 
 SIZE = (120, 36)
 
@@ -170,10 +171,15 @@ async def test_settings_and_port_persist_in_the_config_file(make_app, midi_check
         await pilot.press("right_square_bracket", "full_stop")
         await pilot.pause(0.8)
         assert pane.player.tempo == 1.1 and pane.player.velocity_scale == pytest.approx(1.1)
+        # Picking an output that cannot be opened: one line, remembered anyway (the synth may start later).
+        pane.transport.post_message(Transport.PortChosen(pane.transport, PortChoice("NoSuchAPI", "rwkv-test")))
+        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in app._notifications), what="the notice")
+        assert pane.player.sink is None
+        await pilot.pause(0.8)
     saved = json.loads(music_config.read_text())["music"]
     assert saved["settings"]["top_k"] == 5 and saved["settings"]["seed"] == 3
     assert saved["tempo"] == 1.1 and saved["volume"] == pytest.approx(1.1)
-    assert saved["port"] is None
+    assert saved["port"] == "port:NoSuchAPI:rwkv-test"
 
 
 async def test_a_missing_port_is_one_notification_and_generation_goes_on(

@@ -38,7 +38,7 @@ from engine import EngineError
 from engine.music.errors import MidiPortError, MusicError
 from engine.music.player import MAX_TEMPO, MAX_VELOCITY_SCALE, MIN_TEMPO, MIN_VELOCITY_SCALE, Player, PlayerState
 from engine.music.ports import PortChoice
-from tui.actions import bindings_for
+from tui.actions import bindings_for, effective_keys, format_keys, spec
 from tui.music_protocol import MusicFailed, MusicFinished, MusicPiece, MusicProgress, MusicRequest, MusicStarted
 from tui.music_settings import MusicSettings
 from tui.music_worker import MusicWorker
@@ -54,7 +54,9 @@ MODES = {"midi": "MIDI tokens (live playback)", "abc": "ABC notation (converted 
 TICK = 1 / 15
 #: The config file's section for this pane.
 CONFIG_SECTION = "music"
-HINT = "g generates a piece with the settings on the right; Space plays / pauses, s stops."
+#: Keys named in the empty text view (with the user's remappings).
+HINT_ACTIONS = ("music.generate", "music.play_pause", "music.stop", "music.replay", "music.export_mid",
+                "music.continue")
 EXPORT_FORMATS = {"mid": "MIDI file", "abc": "ABC tune", "txt": "token text", "wav": "audio (FluidSynth)"}
 
 
@@ -148,13 +150,18 @@ class MusicPane(Vertical):
         self.worker.start()
         self._ticker = self.set_interval(TICK, self._tick, pause=True, name="music-tick")
         self.query_one("#text-region").border_title = self._text_title()
-        self.text_view.write(HINT)
+        self.text_view.write(self._hint())
         if self._config_problems:
             more = len(self._config_problems) - 1
             self.notify(self._config_problems[0] + (f" (+{more} more)" if more else ""),
                         title="Music settings", severity="warning", timeout=8)
         if self._port is not None:
             self._open_port(self._port, remember=False)
+
+    def _hint(self) -> str:
+        keymap = getattr(getattr(self.app, "config", None), "keymap", {})
+        lines = [f"{format_keys(effective_keys(i, keymap)):>8}  {spec(i).label}" for i in HINT_ACTIONS]
+        return "\n".join(["Keys:", *lines, "", "F1 lists them all."])
 
     def on_unmount(self) -> None:
         self.shutdown()
