@@ -52,6 +52,8 @@ from tui.widgets.transport import Transport, format_time
 MODES = {"midi": "MIDI tokens (live playback)", "abc": "ABC notation (converted with abc2midi)"}
 #: Seconds between UI updates while music is written or played.
 TICK = 1 / 15
+#: Seconds to let the silencing messages reach the synthesizer before the port closes at exit.
+EXIT_FLUSH_SECONDS = 0.1
 #: The config file's section for this pane.
 CONFIG_SECTION = "music"
 #: Keys named in the empty text view (with the user's remappings).
@@ -171,6 +173,11 @@ class MusicPane(Vertical):
         if self.worker is not None:
             self.worker.close(timeout=2.0)
         if self.player is not None:
+            if self.player.sink is not None:
+                # Silence first and give the MIDI system a moment to deliver it: closing a JACK
+                # port right after sending drops what has not gone out in a process cycle yet.
+                self.player.stop()
+                time.sleep(EXIT_FLUSH_SECONDS)
             self.player.close()
 
     def _music_model(self):  # noqa: ANN202 - engine.Model | None, read on the music thread
