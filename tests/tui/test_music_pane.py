@@ -11,7 +11,7 @@ from textual.widgets import Input
 
 from engine.music.player import PlayerState
 from engine.music.ports import PortChoice, RecordingSink
-from tests.tui.conftest import start, wait_until
+from tests.tui.conftest import start, wait_idle, wait_until
 from tui.screens.path_prompt import PathPrompt
 from tui.widgets.transport import Transport
 
@@ -80,16 +80,20 @@ async def test_stop_cancels_writing_and_silences(make_app, midi_checkpoint, musi
         pane.player.set_sink(sink)
         await pilot.press("g")
         await wait_until(pilot, lambda: pane.roll.note_count > 20, what="notes to arrive")
+        # The chat answers while the music is being written (the music has its own thread).
+        await pilot.press("f2")
+        await pilot.press(*"hi", "enter")
+        await wait_idle(pilot, app)
+        assert app.worker.conversation.turns[0].reply and pane.generating
+        notes_before = pane.roll.note_count
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: pane.roll.note_count > notes_before, what="more notes")
         await pilot.press("s")
         await wait_piece(pilot, app, timeout=10)
         assert pane.piece.stop_reason == "cancelled"
         assert pane.player.status().state == PlayerState.STOPPED
         sent = sink.messages()
         assert all((0xB0 | ch, 123, 0) in sent and (0xB0 | ch, 120, 0) in sent for ch in range(16))
-        # The chat still works while / after music was written.
-        await pilot.press("f2")
-        await pilot.press(*"hi", "enter")
-        await wait_until(pilot, lambda: app.worker.conversation.turns and app.worker.conversation.turns[0].reply)
 
 
 async def test_export_writes_a_valid_mid_and_token_text(make_app, midi_checkpoint, music_config, tmp_path) -> None:
@@ -294,3 +298,25 @@ def test_wav_export_renders_at_the_loudness_target(tmp_path) -> None:
         export_piece(MusicPiece("abc", "X:1", (), 0.0, None, 1, 0.0, "stop token", conversion_problem="no notes"),
                      str(tmp_path / "x.mid"), "mid", -14.0)
     assert "x.mid" in str(info.value) and "no notes" in str(info.value)
+
+
+async def test_c_picks_a_file_to_continue(make_app, midi_checkpoint, music_config, tmp_path) -> None:
+    from engine.music import midi_codec
+    from engine.music.files import save_midi
+
+    source = save_midi(tmp_path / "theme.mid", midi_codec.decode_tokens("<start> pi:3c:8 t62 pi:40:8 t62 <end>").to_midi())
+    app = make_app(music_model=str(midi_checkpoint))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_music(pilot, app)
+        pane = app.music_pane
+        pane.roll.focus()
+        await pilot.press("c")
+        assert isinstance(app.screen, PathPrompt)
+        app.screen.query_one("#path", Input).value = str(source)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: pane.settings.continue_from == str(source), what="the setting")
+        pane.roll.focus()
+        await pilot.press("g")
+        await wait_piece(pilot, app)
+        assert pane.text_view.lines[0].startswith("<start>")
+        assert [e.note for e in pane.piece.events if e.is_on][:2] == [0x3C, 0x40]
