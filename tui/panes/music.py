@@ -86,6 +86,7 @@ class MusicPane(Vertical):
     MusicPane #text-region { width: 30; }
     MusicPane #music-text { height: 1fr; background: $surface; scrollbar-size-vertical: 1; }
     MusicPane Transport { margin: 0 1; }
+    MusicPane Transport #play_pause { width: 11; }  /* room for "❚❚ Pause" on one line */
     MusicPane #music-model { height: 1; color: $text-muted; padding: 0 1; }
     """
 
