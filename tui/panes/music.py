@@ -37,7 +37,7 @@ from textual.widgets import Input, Log, Static
 from engine import EngineError
 from engine.music.errors import MidiPortError, MusicError
 from engine.music.player import MAX_TEMPO, MAX_VELOCITY_SCALE, MIN_TEMPO, MIN_VELOCITY_SCALE, Player, PlayerState
-from engine.music.ports import PortChoice
+from engine.music.ports import PortChoice, PortListing, list_output_ports
 from tui.actions import bindings_for, effective_keys, format_keys, spec
 from tui.music_protocol import MusicFailed, MusicFinished, MusicPiece, MusicProgress, MusicRequest, MusicStarted
 from tui.music_settings import MusicSettings
@@ -107,7 +107,6 @@ class MusicPane(Vertical):
         self._ticker: Timer | None = None
         self._player_errors: deque[str] = deque()
         self._progress = ""
-        self._abc_text_shown = ""
 
     # ------------------------------------------------------------------ layout & lifetime
 
@@ -137,7 +136,7 @@ class MusicPane(Vertical):
             text_region.border_title = "Tokens"
             yield text_region
             yield MusicSettingsPanel(self.settings, id="music-settings")
-        transport = Transport(port=self._port, id="transport")
+        transport = Transport(port=self._port, lister=_list_ports, id="transport")
         transport.set_reactive(Transport.tempo, self._tempo)
         transport.set_reactive(Transport.volume, self._volume)
         yield transport
@@ -504,6 +503,11 @@ def export_piece(piece: MusicPiece, path: str, fmt: str, lufs: float) -> str:
         result = render_wav(piece.midi, path, target_lufs=lufs)
         return f"Rendered {result.summary()}"
     raise MusicError(f"{path}: cannot export as {fmt!r} (use .mid, .abc, .txt or .wav)")
+
+
+def _list_ports() -> PortListing:
+    """The port picker's listing (looked up at call time, so tests can substitute it)."""
+    return list_output_ports()
 
 
 def _clamped(value: object, low: float, high: float, default: float = 1.0) -> float:
