@@ -320,3 +320,17 @@ async def test_c_picks_a_file_to_continue(make_app, midi_checkpoint, music_confi
         await wait_piece(pilot, app)
         assert pane.text_view.lines[0].startswith("<start>")
         assert [e.note for e in pane.piece.events if e.is_on][:2] == [0x3C, 0x40]
+
+
+async def test_a_damaged_music_section_is_one_warning_and_defaults(make_app, midi_checkpoint, config_file) -> None:
+    data = json.loads(config_file.read_text())
+    data["music"] = {"settings": ["not", "an", "object"], "port": "garbage", "tempo": "fast"}
+    config_file.write_text(json.dumps(data))
+    app = make_app(music_model=str(midi_checkpoint))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_music(pilot, app)
+        warnings = [n for n in app._notifications if n.title == "Music settings"]
+        assert len(warnings) == 1 and "'settings' must be an object" in warnings[0].message
+        assert "(+1 more)" in warnings[0].message and "\n" not in warnings[0].message
+        pane = app.music_pane
+        assert pane.settings.top_k == 8 and pane.player.tempo == 1.0 and pane.transport.port_choice is None

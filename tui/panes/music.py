@@ -117,7 +117,11 @@ class MusicPane(Vertical):
         if not isinstance(section, dict):
             return
         source = f"{getattr(self.app, 'config_file', 'config')}: music"
-        self.settings, self._config_problems = MusicSettings.from_dict(section.get("settings") or {}, source)
+        stored = section.get("settings") or {}
+        if isinstance(stored, dict):
+            self.settings, self._config_problems = MusicSettings.from_dict(stored, source)
+        else:
+            self._config_problems.append(f"{source}: 'settings' must be an object; using the defaults")
         if section.get("port"):
             try:
                 self._port = PortChoice.from_setting(str(section["port"]))
