@@ -202,6 +202,11 @@ async def test_a_missing_port_is_one_notification_and_generation_goes_on(
         await pilot.press("g")
         await wait_piece(pilot, app)
         assert pane.roll.note_count == pane.piece.note_count > 0
+        silent = [n.message for n in app._notifications if n.message.startswith("No MIDI output")]
+        assert len(silent) == 1 and "\n" not in silent[0]
+        await pilot.press("g")  # said once, not at every piece
+        await wait_piece(pilot, app)
+        assert len([n for n in app._notifications if n.message.startswith("No MIDI output")]) == 1
 
 
 async def test_a_port_that_vanishes_mid_piece_is_reported_and_writing_goes_on(

@@ -107,6 +107,9 @@ class MusicPane(Vertical):
         self._ticker: Timer | None = None
         self._player_errors: deque[str] = deque()
         self._progress = ""
+        self._run_mode = self.settings.mode
+        #: Whether the user was told once that nothing is heard without a port.
+        self._told_silent = False
 
     # ------------------------------------------------------------------ layout & lifetime
 
@@ -266,11 +269,18 @@ class MusicPane(Vertical):
             self.notify(f"Not generating: {exc}", severity="warning", timeout=5)
             return
         assert self.worker is not None and self.player is not None
+        if self.player.sink is None and not self._told_silent:
+            self._told_silent = True
+            listing = self.transport.listing
+            why = "" if listing.ports else " (no MIDI ports found: " + "; ".join(listing.problems or ["none"]) + ")"
+            self.notify(f"No MIDI output: the piece is shown but not heard{why}. Pick a port below to listen.",
+                        title="MIDI output", timeout=8)
         self.roll.clear()
         self.text_view.clear()
         self.piece = None
         self._progress = ""
         self.generating = True
+        self._run_mode = settings.mode
         self.run = self.worker.generate(MusicRequest(settings, play=True))
         self._wake()
 
@@ -465,7 +475,7 @@ class MusicPane(Vertical):
     def _on_progress(self, event: MusicProgress) -> None:
         if event.text:
             self.text_view.write(event.text)
-        if event.events or self.settings.mode == "midi":
+        if event.events or self._run_mode == "midi":
             self.roll.add_events(event.events, event.time_ms if event.time_ms else None)
         rate = f" · {event.tokens_per_second:.0f} tok/s" if event.tokens_per_second else ""
         self._progress = f"{event.generated_tokens} tokens{rate} · {self.roll.note_count} notes"
