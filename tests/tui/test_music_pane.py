@@ -339,3 +339,21 @@ async def test_a_damaged_music_section_is_one_warning_and_defaults(make_app, mid
         assert "(+1 more)" in warnings[0].message and "\n" not in warnings[0].message
         pane = app.music_pane
         assert pane.settings.top_k == 8 and pane.player.tempo == 1.0 and pane.transport.port_choice is None
+
+
+async def test_the_ui_takes_the_music_in_batches_not_per_token(make_app, midi_checkpoint, config_file) -> None:
+    data = json.loads(config_file.read_text())
+    data["music"] = {"settings": {"max_tokens": 300, "seed": 4}}
+    config_file.write_text(json.dumps(data))
+    app = make_app(music_model=str(midi_checkpoint))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_music(pilot, app)
+        pane = app.music_pane
+        handled: list[int] = []
+        original = pane._on_progress
+        pane._on_progress = lambda event: (handled.append(len(event.text.split())), original(event))[1]
+        await pilot.press("g")
+        await wait_piece(pilot, app)
+        # Every token reached the text view, in far fewer UI updates than tokens (merged between ticks).
+        assert sum(handled) == len(pane.piece.text.split()) - 2  # all but <start>, <end>
+        assert len(handled) < pane.piece.generated_tokens / 2

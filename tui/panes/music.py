@@ -105,6 +105,7 @@ class MusicPane(Vertical):
         self.player: Player | None = None
         self.worker: MusicWorker | None = None
         self._ticker: Timer | None = None
+        self._ticking = False
         self._player_errors: deque[str] = deque()
         self._progress = ""
         self._run_mode = self.settings.mode
@@ -438,9 +439,13 @@ class MusicPane(Vertical):
     @on(_MusicWake)
     def _woken(self, message: _MusicWake) -> None:
         message.stop()
-        self._wake()
+        # While the timer runs, its next tick drains: the music thread never paces the UI.
+        if not self._ticking:
+            self._wake()
 
     def _wake(self) -> None:
+        """Update now and keep updating until nothing is written or played."""
+        self._ticking = True
         if self._ticker is not None:
             self._ticker.resume()
         self._tick()
@@ -469,6 +474,7 @@ class MusicPane(Vertical):
         self.roll.set_playhead(None if status.state == PlayerState.STOPPED else status.position_ms)
         self.transport.show_status(status, generating=self.generating, note=self._progress)
         if not self.generating and status.state != PlayerState.PLAYING and not len(worker.outbox):
+            self._ticking = False
             if self._ticker is not None:
                 self._ticker.pause()
 
