@@ -357,3 +357,21 @@ async def test_the_ui_takes_the_music_in_batches_not_per_token(make_app, midi_ch
         # Every token reached the text view, in far fewer UI updates than tokens (merged between ticks).
         assert sum(handled) == len(pane.piece.text.split()) - 2  # all but <start>, <end>
         assert len(handled) < pane.piece.generated_tokens / 2
+
+
+async def test_music_keys_can_be_remapped_in_the_config_file(make_app, midi_checkpoint, music_config) -> None:
+    data = json.loads(music_config.read_text())
+    data["keymap"] = {"music.generate": "n"}
+    music_config.write_text(json.dumps(data))
+    app = make_app(music_model=str(midi_checkpoint))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_music(pilot, app)
+        pane = app.music_pane
+        assert not [n for n in app._notifications if n.severity != "information"]
+        assert "       n  Generate" in pane.text_view.lines  # the hint names the user's key
+        await pilot.press("g")
+        await pilot.pause(0.2)
+        assert pane.run == 0  # the old key does nothing now
+        await pilot.press("n")
+        await wait_piece(pilot, app)
+        assert pane.piece.generated_tokens == 48
