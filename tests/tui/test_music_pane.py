@@ -375,3 +375,27 @@ async def test_music_keys_can_be_remapped_in_the_config_file(make_app, midi_chec
         await pilot.press("n")
         await wait_piece(pilot, app)
         assert pane.piece.generated_tokens == 48
+
+
+async def test_ctrl_w_renders_the_piece_to_wav(make_app, midi_checkpoint, music_config, tmp_path) -> None:
+    from tests.helpers import require_tool
+
+    require_tool("fluidsynth")
+    app = make_app(music_model=str(midi_checkpoint))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_music(pilot, app)
+        pane = app.music_pane
+        pane.settings_panel.query_one("#field-lufs", Input).value = "-18"
+        await pilot.press("g")
+        await wait_piece(pilot, app)
+        await pilot.press("ctrl+w")
+        target = tmp_path / "piece.wav"
+        app.screen.query_one("#path", Input).value = str(target)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any(m.startswith("Rendered") for m in notifications(app)), 60, "the render")
+    import soundfile
+
+    from engine.music.render import measure_lufs
+
+    audio, rate = soundfile.read(target)
+    assert measure_lufs(audio, rate) == pytest.approx(-18.0, abs=1.0)

@@ -276,6 +276,8 @@ class MusicPane(Vertical):
             why = "" if listing.ports else " (no MIDI ports found: " + "; ".join(listing.problems or ["none"]) + ")"
             self.notify(f"No MIDI output: the piece is shown but not heard{why}. Pick a port below to listen.",
                         title="MIDI output", timeout=8)
+        if settings.mode == "abc":
+            self.player.stop()  # the old piece would otherwise play on until the tune is converted
         self.roll.clear()
         self.text_view.clear()
         self.piece = None
@@ -348,7 +350,10 @@ class MusicPane(Vertical):
         def chosen(path: str | None) -> None:
             if path:
                 suffix = Path(path).suffix.lower().lstrip(".")
-                self._export(piece, path, suffix if suffix in EXPORT_FORMATS else fmt, self.settings.lufs)
+                chosen_format = suffix if suffix in EXPORT_FORMATS else fmt
+                if chosen_format == "wav":
+                    self.notify(f"Rendering {Path(path).name} with FluidSynth…", timeout=3)
+                self._export(piece, path, chosen_format, self.settings.lufs)
 
         self.app.push_screen(PathPrompt(
             f"Save the piece as {EXPORT_FORMATS[fmt]} (.mid, .abc, .txt or .wav by the name's ending)",
