@@ -40,6 +40,8 @@ from tui.music_protocol import (
 
 log = logging.getLogger(__name__)
 
+#: The message of a run that was stopped or replaced while it still waited in the queue.
+STOPPED_BEFORE_START = "stopped before it started"
 NO_MODEL = "no music model is loaded: load one with Ctrl+Shift+O or --music-model PATH"
 
 
@@ -139,6 +141,7 @@ class MusicWorker:
                 if not skip:
                     self._running = run
             if skip:
+                self.outbox.put(MusicFailed(run, STOPPED_BEFORE_START))  # whoever waits for it hears
                 with self._lock:
                     self._finished_through = max(self._finished_through, run)
                 continue

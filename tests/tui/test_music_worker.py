@@ -201,3 +201,26 @@ def test_outbox_merges_progress_of_one_run_only() -> None:
     events = box.drain()
     assert [e.text for e in events] == ["a b", "c"] and events[0].time_ms == 16.0 and events[0].generated_tokens == 2
     assert woke == [1]
+
+
+def test_a_queued_run_that_is_stopped_ends_with_a_quiet_failure(midi_model) -> None:
+    import threading
+
+    from tui.music_worker import STOPPED_BEFORE_START
+
+    gate = threading.Event()
+    worker = MusicWorker(lambda: (gate.wait(10), midi_model)[1])
+    worker.start()
+    try:
+        worker.generate(MusicRequest(MusicSettings().with_field("max_tokens", "4"), play=False))
+        time.sleep(0.05)  # the first run is now waiting for its model
+        # A second request replaces the first; stopping it before the thread is free skips it.
+        queued = worker.generate(MusicRequest(MusicSettings().with_field("max_tokens", "4"), play=False))
+        worker.cancel()
+        gate.set()
+        events = collect(worker)
+    finally:
+        worker.close()
+    skipped = [e for e in events if isinstance(e, MusicFailed) and e.run == queued]
+    assert [e.message for e in skipped] == [STOPPED_BEFORE_START]
+    assert not worker.busy

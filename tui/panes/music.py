@@ -41,7 +41,7 @@ from engine.music.ports import PortChoice, PortListing, list_output_ports
 from tui.actions import bindings_for, effective_keys, format_keys, spec
 from tui.music_protocol import MusicFailed, MusicFinished, MusicPiece, MusicProgress, MusicRequest, MusicStarted
 from tui.music_settings import MusicSettings
-from tui.music_worker import MusicWorker
+from tui.music_worker import STOPPED_BEFORE_START, MusicWorker
 from tui.protocol import ModelSummary
 from tui.screens.path_prompt import PathPrompt
 from tui.widgets.model_bar import describe
@@ -471,7 +471,8 @@ class MusicPane(Vertical):
                 self._on_finished(event.piece)
             elif isinstance(event, MusicFailed):
                 self.generating = False
-                self.notify(event.message, title="Music", severity="error", timeout=8)
+                if event.message != STOPPED_BEFORE_START:
+                    self.notify(event.message, title="Music", severity="error", timeout=8)
         while self._player_errors:
             self.notify(f"{self._player_errors.popleft()}; playback paused, the piece goes on being written",
                         title="MIDI output", severity="warning", timeout=8)
