@@ -42,6 +42,7 @@ from tui.actions import bindings_for, effective_keys, format_keys, spec
 from tui.music_protocol import MusicFailed, MusicFinished, MusicPiece, MusicProgress, MusicRequest, MusicStarted
 from tui.music_settings import MusicSettings
 from tui.music_worker import STOPPED_BEFORE_START, MusicWorker
+from tui.pacing import DrainPacer
 from tui.protocol import ModelSummary
 from tui.screens.path_prompt import PathPrompt
 from tui.widgets.model_bar import describe
@@ -50,8 +51,14 @@ from tui.widgets.piano_roll import PianoRoll
 from tui.widgets.transport import Transport, format_time
 
 MODES = {"midi": "MIDI tokens (live playback)", "abc": "ABC notation (converted with abc2midi)"}
-#: Seconds between UI updates while music is written or played.
+#: Seconds between UI updates while music is written or played, at best (15 Hz) …
 TICK = 1 / 15
+#: … and at worst, when updates are costly (each update costs the music thread GIL time).
+MAX_TICK = 0.25
+#: Share of one core the pane's updates may use while music is written or played.
+UI_BUDGET = 0.08
+#: Seconds between appends to the token / ABC text while music is written.
+TEXT_INTERVAL = 0.25
 #: Seconds to let the silencing messages reach the synthesizer before the port closes at exit.
 EXIT_FLUSH_SECONDS = 0.1
 #: The config file's section for this pane.
@@ -106,6 +113,11 @@ class MusicPane(Vertical):
         self.worker: MusicWorker | None = None
         self._ticker: Timer | None = None
         self._ticking = False
+        #: Spaces updates by what they cost the UI thread (rendering included).
+        self._pacer = DrainPacer(budget=UI_BUDGET, min_interval=TICK, max_interval=MAX_TICK)
+        #: Text not yet shown, and when the text view was last appended to.
+        self._pending_text: list[str] = []
+        self._text_flushed = 0.0
         self._player_errors: deque[str] = deque()
         self._progress = ""
         self._run_mode = self.settings.mode
@@ -280,6 +292,7 @@ class MusicPane(Vertical):
             self.player.stop()  # the old piece would otherwise play on until the tune is converted
         self.roll.clear()
         self.text_view.clear()
+        self._pending_text.clear()
         self.piece = None
         self._progress = ""
         self.generating = True
@@ -453,26 +466,29 @@ class MusicPane(Vertical):
         self._ticking = True
         if self._ticker is not None:
             self._ticker.resume()
-        self._tick()
+        self._tick(now=True)
 
-    def _tick(self) -> None:
+    def _tick(self, now: bool = False) -> None:
         worker, player = self.worker, self.player
         if worker is None or player is None or not self.is_attached:
             return
+        if not now and not self._pacer.due():
+            return  # the last updates were costly: leave the CPU to the music thread a while
+        self._pacer.updated()
         for event in worker.outbox.drain():
             if getattr(event, "run", None) != self.run:
                 continue  # a replaced or stopped piece
             if isinstance(event, MusicProgress):
                 self._on_progress(event)
             elif isinstance(event, MusicStarted):
-                if event.prompt_text:
-                    self.text_view.write(event.prompt_text)
+                self._pending_text.append(event.prompt_text)
             elif isinstance(event, MusicFinished):
                 self._on_finished(event.piece)
             elif isinstance(event, MusicFailed):
                 self.generating = False
                 if event.message != STOPPED_BEFORE_START:
                     self.notify(event.message, title="Music", severity="error", timeout=8)
+        self._flush_text(force=not self.generating)
         while self._player_errors:
             self.notify(f"{self._player_errors.popleft()}; playback paused, the piece goes on being written",
                         title="MIDI output", severity="warning", timeout=8)
@@ -486,11 +502,20 @@ class MusicPane(Vertical):
 
     def _on_progress(self, event: MusicProgress) -> None:
         if event.text:
-            self.text_view.write(event.text)
+            self._pending_text.append(event.text)
         if event.events or self._run_mode == "midi":
             self.roll.add_events(event.events, event.time_ms if event.time_ms else None)
         rate = f" · {event.tokens_per_second:.0f} tok/s" if event.tokens_per_second else ""
         self._progress = f"{event.generated_tokens} tokens{rate} · {self.roll.note_count} notes"
+
+    def _flush_text(self, force: bool = False) -> None:
+        """Append the text written since the last flush, at most every TEXT_INTERVAL seconds:
+        each append that grows the view costs a layout of the whole screen."""
+        now = time.monotonic()
+        if self._pending_text and (force or now - self._text_flushed >= TEXT_INTERVAL):
+            self.text_view.write("".join(self._pending_text))
+            self._pending_text.clear()
+            self._text_flushed = now
 
     def _on_finished(self, piece: MusicPiece) -> None:
         self.generating = False
