@@ -27,10 +27,12 @@ from engine import Conversation, EngineError, Generation, Model, ThinkMode, Toke
 from engine.chat import clean_message
 from engine.demo_models import demo_model_path
 from tui.files import atomic_write_text
+from tui.inspector import EngineInspector
 from tui.protocol import (
-    _GENERATING_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
+    _GENERATING_COMMANDS, STATE_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
     ModelLoaded, ModelLoadFailed, ModelLoading, ModelSummary, NewConversation, Notice, Outbox,
-    LoadState, PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, SaveState, Send,
+    LoadState, PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, ResumeSession, Rewind, Role,
+    SaveState, Send,
     Stats,
     TranscriptReplaced, TranscriptTruncated, TurnStarted, TurnView, _Shutdown,
 )
@@ -64,6 +66,8 @@ class EngineWorker:
         self.music_model: Model | None = None
         self.music_tokenizer: Tokenizer | None = None
         self.conversation: Conversation | None = None
+        #: The state inspector's side: live numbers, diffs, branches, time_state and sessions.
+        self.inspector = EngineInspector(self, self._emit)
 
     # ------------------------------------------------------------------ UI side (any thread)
 
@@ -188,6 +192,8 @@ class EngineWorker:
             self._save_state(command)
         elif isinstance(command, LoadState):
             self._load_state(command)
+        elif isinstance(command, STATE_COMMANDS):
+            self.inspector.handle(command)
 
     # ------------------------------------------------------------------ models
 
@@ -230,6 +236,8 @@ class EngineWorker:
             self._emit(ModelLoaded(summary))
             self._emit(TranscriptReplaced(()))
             self._publish_conversation(self.conversation)
+            if not command.state_path:
+                self.inspector.offer_resume(model)
         else:
             self.music_model, self.music_tokenizer = model, tokenizer
             self._emit(ModelLoaded(summary))
@@ -287,7 +295,13 @@ class EngineWorker:
         ))
 
     def _load_state(self, command: LoadState) -> None:
+        from engine import state_io
+
         conversation = self._require_conversation()
+        path = Path(command.path).expanduser()
+        if state_io.is_state_file(path) and state_io.read_state_info(path).kind == "session":
+            self.inspector.handle(ResumeSession(str(path)))  # a whole conversation: its transcript too
+            return
         state = self._read_state_file(command.path, conversation.model)  # validated before anything changes
         conversation.reset(initial_state=state)
         self._emit(TranscriptReplaced(()))
@@ -338,6 +352,7 @@ class EngineWorker:
                 generation.cancel()
         self._emit(TurnStarted(index, turn.user, turn.assistant_prefix.lstrip(" ")))
         stats = generation.stats
+        self.inspector.attach(generation, conversation.state)
         next_stats = time.perf_counter() + STATS_INTERVAL
         try:
             for delta in generation:
@@ -349,6 +364,7 @@ class EngineWorker:
                         True, stats.tokens_per_second, stats.time_to_first_token, stats.generated_tokens,
                         stats.prompt_tokens, state_bytes, tokens_before + stats.prompt_tokens + stats.generated_tokens,
                     ))
+                    self.inspector.publish()
         except Exception as exc:
             generation.cancel()
             with self._lock:
@@ -364,6 +380,7 @@ class EngineWorker:
             self._active = None
         result = generation.result
         assert result is not None
+        self.inspector.finish(conversation.state)
         self._emit(ReplyFinished(self._turn_view(conversation, index)))
         s = result.stats
         self._emit(Stats(
@@ -396,6 +413,7 @@ class EngineWorker:
             snapshots_kept=sum(1 for t in turns if t.has_snapshot), snapshot_bytes=conversation.snapshot_bytes,
             snapshot_budget=conversation.snapshot_budget,
         ))
+        self.inspector.after_change(conversation)
 
     def _export(self, command: Export) -> None:
         conversation = self._require_conversation()
