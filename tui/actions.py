@@ -82,11 +82,11 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "chat", show=False,
     ),
     ActionSpec(
-        "chat.save_state", "f6", "app.state('save')", "Save state", "Save the live RNN state to a file", "chat",
+        "chat.save_state", "alt+s", "app.state('save')", "Save state", "Save the live RNN state to a file", "chat",
         show=False,
     ),
     ActionSpec(
-        "chat.load_state", "f7", "app.state('load')", "Load state",
+        "chat.load_state", "alt+l", "app.state('load')", "Load state",
         "Continue from a state, session or time_state file", "chat", show=False,
     ),
     # ---------------------------------------------------------------- state pane (inspector)
