@@ -54,8 +54,8 @@ class StatePane(Horizontal):
     DEFAULT_CSS = """
     StatePane { height: 1fr; }
     StatePane .region { border: round $panel-lighten-2; border-title-color: $primary; padding: 0 1; }
-    StatePane #state-left { width: 2fr; }
-    StatePane #state-right { width: 3fr; }
+    StatePane #state-left { width: 1fr; }
+    StatePane #state-right { width: 1fr; }
     StatePane #inspector-region { height: 1fr; }
     StatePane #inspector-switcher { height: 1fr; }
     StatePane #inspector-live, StatePane #inspector-diff { height: 1fr; }
@@ -66,7 +66,7 @@ class StatePane(Horizontal):
     StatePane #state-numbers { height: auto; }
     StatePane #snapshots { height: 1fr; background: transparent; }
     StatePane #state-actions { height: 1; margin: 0 1 1 1; }
-    StatePane #state-actions Button { margin-right: 1; }
+    StatePane #state-actions Button { margin-right: 1; min-width: 0; width: auto; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -100,10 +100,12 @@ class StatePane(Horizontal):
         with Vertical(id="state-right"):
             snapshots = Vertical(DataTable(id="snapshots", cursor_type="row", zebra_stripes=True),
                                  id="snapshot-region", classes="region")
-            snapshots.border_title = "Snapshots (state before each turn; Tokens = tokens seen then)"
+            snapshots.border_title = "Snapshots: the state before each turn"
+            snapshots.border_subtitle = "m marks · d diffs · f forks · r rewinds"
             yield snapshots
             with Horizontal(id="state-actions"):
-                yield Button("Rewind to selected", id="rewind", variant="warning", disabled=True, compact=True)
+                yield Button("Rewind", id="rewind", variant="warning", disabled=True, compact=True,
+                             tooltip="Back to the state before the selected turn, dropping it and later turns (r, twice)")
                 yield Button("Fork", id="fork", disabled=True, compact=True,
                              tooltip="A new branch that ends with the selected turn (f)")
                 yield Button("Diff", id="diff", disabled=True, compact=True,
@@ -164,8 +166,8 @@ class StatePane(Horizontal):
                 f"{turn.index + 1}{' ◆' if turn.index == self.marked else ''}",
                 f"{turn.tokens_before:,}" if turn.tokens_before is not None else "–",
                 "kept" if turn.has_snapshot else f"replay {turn.replay_tokens:,}",
-                _preview(turn.user, 16),
-                _preview(split_reply(turn.reply)[1] or turn.reply, 16),
+                _preview(turn.user, 13),
+                _preview(split_reply(turn.reply)[1] or turn.reply, 13),
                 key=str(turn.index),
             )
         if table.row_count:
@@ -228,7 +230,7 @@ class StatePane(Horizontal):
             button.label = f"Press again: drop {dropped} turn{'s' if dropped != 1 else ''}{cost}"
         else:
             self._confirm_rewind = None
-            button.label = "Rewind to selected"
+            button.label = "Rewind"
 
     @on(DataTable.RowHighlighted, "#snapshots")
     def _row_highlighted(self) -> None:
