@@ -238,6 +238,11 @@ class EngineWorker:
             self._publish_conversation(self.conversation)
             if not command.state_path:
                 self.inspector.offer_resume(model)
+            elif initial_state is not model.bundled_state and _is_session_file(command.state_path):
+                try:  # --state with a session file: its transcript comes back too
+                    self.inspector.handle(ResumeSession(command.state_path))
+                except EngineError as exc:
+                    self._emit(Notice("error", str(exc)))
         else:
             self.music_model, self.music_tokenizer = model, tokenizer
             self._emit(ModelLoaded(summary))
@@ -278,10 +283,11 @@ class EngineWorker:
 
     @staticmethod
     def _read_state_file(path: str, model: Model) -> engine.State:
-        """Start state from a file (``--state``), checked against the model by the engine."""
-        from engine import state_io
+        """Start state from a file (``--state``): rwkv-tui state or session files, or a state-tuning
+        time_state file (read as stored), checked against the model by the engine."""
+        from engine.session import load_start_state
 
-        return state_io.load_state(Path(path).expanduser(), model)
+        return load_start_state(Path(path).expanduser(), model)
 
     def _save_state(self, command: SaveState) -> None:
         from engine import state_io
@@ -425,6 +431,16 @@ class EngineWorker:
         except OSError as exc:
             raise EngineError(f"{command.path}: cannot write ({exc.strerror or exc})") from None
         self._emit(Notice("information", f"Exported the conversation to {written}"))
+
+
+def _is_session_file(path: str) -> bool:
+    from engine import state_io
+
+    try:
+        target = Path(path).expanduser()
+        return state_io.is_state_file(target) and state_io.read_state_info(target).kind == "session"
+    except EngineError:
+        return False
 
 
 def _free_memory_bytes() -> int:
