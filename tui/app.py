@@ -205,7 +205,7 @@ class RwkvApp(App[int]):
         if self.options.autosave:
             # Queued behind whatever runs now (close() stops a reply first), so it saves the final state.
             self.worker.submit(AutosaveSession())
-        self.worker.close(timeout=30.0)
+        self.worker.close(timeout=10.0)
 
     # ------------------------------------------------------------------ engine → UI
 
@@ -294,7 +294,12 @@ class RwkvApp(App[int]):
 
     def _offer_resume(self, event: SessionAvailable) -> None:
         """Ask once, at start, while nothing was typed or sent yet."""
-        if not self.options.autosave or self.chat_pane.turn_count or self.chat_pane.prompt.text.strip():
+        if not self.options.autosave:
+            return
+        if self.chat_pane.turn_count or self.chat_pane.prompt.text.strip():
+            # Busy already: no dialog in the way, just say where it is.
+            self.notify(f"An autosaved conversation ({event.description}) can be resumed: U in the State pane.",
+                        timeout=8)
             return
         model = self.state_pane.model
         name = model.name if model is not None else "this model"

@@ -248,6 +248,7 @@ async def test_export_time_state_and_save_load_from_the_chat_pane(make_app, tiny
 
         # Alt+S / Alt+L from the chat pane (the prompt has focus).
         await pilot.press("f2", "alt+s")
+        assert app.chat_pane.prompt.text == ""  # the key did not type into the message box
         saved = tmp_path / "from-chat.state.safetensors"
         app.screen.query_one("#path", Input).value = str(saved)
         await pilot.press("enter")
@@ -292,3 +293,7 @@ async def test_autosave_on_exit_and_resume_on_the_next_start(make_app, tiny_mode
         await pilot.press("n")
         await pilot.pause(0.3)
         assert not fresh.worker.conversation.turns and not isinstance(fresh.screen, ResumePrompt)
+        # Still there later, from the state pane.
+        await pilot.press("f4", "u")
+        await wait_until(pilot, lambda: len(fresh.worker.conversation.turns) == 3, what="the later resume")
+        await wait_until(pilot, lambda: len(fresh.chat_pane.views()) == 6)
