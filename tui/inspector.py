@@ -129,8 +129,9 @@ class EngineInspector:
             turn = conversation.turns[ref.turn]
             if turn.state_before is not None:
                 return turn.state_before
-            # Evicted by the memory budget: rebuilt exactly by replaying the recorded tokens.
-            return conversation._state_before(ref.turn, True)[0]
+            # Evicted by the memory budget (never the first turn's): a branch that ends just before
+            # the turn is rebuilt exactly by replaying the recorded tokens.
+            return conversation.fork(ref.turn - 1, replay=True).state
         from engine.session import load_start_state
 
         return load_start_state(Path(ref.path).expanduser(), conversation.model, orientation=ref.orientation)

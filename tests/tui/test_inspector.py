@@ -59,6 +59,7 @@ def worker(tiny_checkpoint: Path):
 
 
 def send(w: EngineWorker, rec: Recorder, text: str) -> None:
+    rec.clear()  # wait for this reply's events, not an earlier one's
     w.submit(Send(text, settings()))
     rec.wait_for(lambda e: isinstance(e, ReplyFinished))
     rec.wait_for(lambda e: isinstance(e, ConversationInfo))
@@ -68,7 +69,6 @@ def test_watching_feeds_per_token_changes_and_a_final_summary(worker) -> None:
     w, rec = worker
     send(w, rec, "unwatched")
     assert not any(e.changes for e in rec.of(InspectorUpdate))
-    rec.clear()
     w.inspector.watching = True
     send(w, rec, "watched")
     rec.wait_for(lambda e: isinstance(e, InspectorUpdate) and e.stats is not None
@@ -130,3 +130,20 @@ def test_state_flag_with_a_session_file_restores_the_transcript(tiny_checkpoint:
         assert w.conversation.state.equal(conversation.state)
     finally:
         w.close()
+
+
+def test_diff_with_an_evicted_snapshot_replays_it_exactly(worker) -> None:
+    from engine.state_stats import state_diff
+
+    w, rec = worker
+    for text in ("one", "two", "three"):
+        send(w, rec, text)
+    conversation = w.conversation
+    expected = state_diff(conversation.turns[1].state_before, conversation.state)
+    assert conversation.set_snapshot_budget(0) == [1]  # the engine is idle: safe from this thread
+    assert conversation.turns[1].state_before is None
+    rec.clear()
+    w.submit(DiffStates(StateRef("turn", 1), StateRef("live")))
+    ready = rec.wait_for(lambda e: isinstance(e, StateDiffReady))
+    assert torch.equal(ready.diff.wkv, expected.wkv) and torch.equal(ready.diff.att_x, expected.att_x)
+    assert len(conversation.turns) == 3  # comparing changed nothing
