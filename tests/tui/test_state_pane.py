@@ -207,8 +207,16 @@ async def test_time_state_import_lands_and_bad_files_change_nothing(make_app, ti
         conversation = app.worker.conversation
         state, turns = conversation.state, list(conversation.turns)
         await pilot.press("f4")
-        for bad in (wrong_shape, garbage, truncated, hostile):
-            await pilot.press("i")
+        # A truncated rwkv-tui state file, through Load.
+        saved = tmp_path / "whole.state.safetensors"
+        await pilot.press("s")
+        app.screen.query_one("#path", Input).value = str(saved)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: saved.exists(), what="the saved state")
+        cut_state = tmp_path / "cut.state.safetensors"
+        cut_state.write_bytes(saved.read_bytes()[:-1000])
+        for key, bad in (("i", wrong_shape), ("i", garbage), ("i", truncated), ("i", hostile), ("l", cut_state)):
+            await pilot.press(key)
             await answer_prompt(pilot, app, bad)
             await wait_until(pilot, lambda: any(bad.name in m for m in notifications(app)), what=f"{bad.name} refused")
             message = next(m for m in notifications(app) if bad.name in m)
