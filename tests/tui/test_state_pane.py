@@ -103,11 +103,11 @@ async def test_diff_of_two_snapshots_and_of_live_against_a_file(make_app, tmp_pa
         await pilot.press("d")
         await wait_until(pilot, lambda: pane.showing == "diff" and pane.diff_view.diff is not None, what="the diff")
         turns = app.worker.conversation.turns
-        expected = state_diff(turns[1].state_before, turns[0].state_before)
+        expected = state_diff(turns[0].state_before, turns[1].state_before)
         shown = pane.diff_view.diff
         assert torch.equal(shown.wkv, expected.wkv) and not shown.identical
         assert (shown.wkv_relative > 0).all()  # every layer and head moved between the turns
-        assert "before turn 2" in pane.diff_view.summary_text() and "before turn 1" in pane.diff_view.summary_text()
+        assert pane.diff_view.summary_text().startswith("before turn 1 (0 tokens) vs before turn 2")
         await pilot.press("v")
         assert pane.showing == "live"
 

@@ -13,6 +13,7 @@ pane never touches a tensor it did not receive.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.table import Table
@@ -58,7 +59,8 @@ class StatePane(Horizontal):
     StatePane #state-right { width: 1fr; }
     StatePane #inspector-region { height: 1fr; }
     StatePane #inspector-switcher { height: 1fr; }
-    StatePane #inspector-live, StatePane #inspector-diff { height: 1fr; }
+    StatePane #inspector-live, StatePane #inspector-diff, StatePane #inspector-live-scroll { height: 1fr; }
+    StatePane #state-sparkline { margin-bottom: 1; }
     StatePane .inspector-caption { color: $text-muted; text-style: bold; }
     StatePane #state-bars { margin-bottom: 1; }
     StatePane #numbers-region { height: auto; }
@@ -86,12 +88,14 @@ class StatePane(Horizontal):
             with Vertical(id="inspector-region", classes="region") as inspector:
                 inspector.border_title = "Live state"
                 with ContentSwitcher(initial="inspector-live", id="inspector-switcher"):
-                    with VerticalScroll(id="inspector-live"):
-                        yield Label("WKV state norm per layer × head", classes="inspector-caption")
-                        yield StateHeatmap(id="state-heatmap")
-                        yield Label("token-shift vector magnitude per layer", classes="inspector-caption")
-                        yield LayerBars(id="state-bars")
+                    with Vertical(id="inspector-live"):
+                        # Always in view: the one number that moves with every token.
                         yield StateChangeSparkline("Δ/token", id="state-sparkline")
+                        with VerticalScroll(id="inspector-live-scroll"):
+                            yield Label("WKV state norm per layer × head", classes="inspector-caption")
+                            yield StateHeatmap(id="state-heatmap")
+                            yield Label("token-shift vector magnitude per layer", classes="inspector-caption")
+                            yield LayerBars(id="state-bars")
                     with VerticalScroll(id="inspector-diff"):
                         yield StateDiffView(id="state-diff")
             numbers = Vertical(Static(id="state-numbers"), id="numbers-region", classes="region")
@@ -197,7 +201,7 @@ class StatePane(Horizontal):
         rows += list(self._live_numbers.items())
         if self.branches is not None and len(self.branches.names) > 1:
             b = self.branches
-            rows.append(("Branch", f"{b.current + 1} of {len(b.names)}: {b.names[b.current]} (b switches)"))
+            rows.append(("Branch", f"{b.current + 1} of {len(b.names)} · {b.names[b.current]}"))
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
@@ -348,6 +352,8 @@ class StatePane(Horizontal):
         stats = update.stats
         if stats is None:
             return
+        if self.info is not None and stats.tokens_seen != self.info.tokens_seen:
+            self.info = replace(self.info, tokens_seen=stats.tokens_seen)  # moves while a reply streams
         self.heatmap.set_values(stats.wkv_norms)
         self.token_shift_bars.set_series({"att shift": _flat(stats.att_x_norms), "ffn shift": _flat(stats.ffn_x_norms)})
         self._live_numbers = {
@@ -378,8 +384,12 @@ class StatePane(Horizontal):
         if index is None:
             self.notify("Select a snapshot to compare.", severity="warning", timeout=3)
             return
-        other = StateRef("turn", self.marked) if self.marked is not None and self.marked != index else StateRef("live")
-        self.post_message(EngineRequest(DiffStates(StateRef("turn", index), other)))
+        selected = StateRef("turn", index)
+        if self.marked is not None and self.marked != index:
+            # Marked first: "A vs B" reads in the order the user picked them.
+            self.post_message(EngineRequest(DiffStates(StateRef("turn", self.marked), selected)))
+        else:
+            self.post_message(EngineRequest(DiffStates(selected, StateRef("live"))))
 
     def action_compare_file(self) -> None:
         def chosen(choice: StateFileChoice | None) -> None:
