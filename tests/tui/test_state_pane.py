@@ -200,6 +200,15 @@ async def test_time_state_import_lands_and_bad_files_change_nothing(make_app, ti
     hostile = tmp_path / "hostile.pth"
     torch.save({"blocks.0.att.time_state": _Hostile(marker)}, hostile, pickle_protocol=pickle.DEFAULT_PROTOCOL)
 
+    # Same shapes, other weights: refused by fingerprint.
+    from engine import build_model
+    from engine.state_io import save_state
+    from engine.synthetic import random_state_dict
+
+    other_model = build_model(random_state_dict(2, 128, 256, seed=99), path="other.pth", device="cpu", dtype="fp32")
+    _, other_state = other_model.forward([1, 2, 3], None)
+    foreign = save_state(tmp_path / "foreign.state.safetensors", other_state, other_model)
+
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await start(pilot, app)
@@ -215,7 +224,8 @@ async def test_time_state_import_lands_and_bad_files_change_nothing(make_app, ti
         await wait_until(pilot, lambda: saved.exists(), what="the saved state")
         cut_state = tmp_path / "cut.state.safetensors"
         cut_state.write_bytes(saved.read_bytes()[:-1000])
-        for key, bad in (("i", wrong_shape), ("i", garbage), ("i", truncated), ("i", hostile), ("l", cut_state)):
+        for key, bad in (("i", wrong_shape), ("i", garbage), ("i", truncated), ("i", hostile), ("l", cut_state),
+                         ("l", foreign)):
             await pilot.press(key)
             await answer_prompt(pilot, app, bad)
             await wait_until(pilot, lambda: any(bad.name in m for m in notifications(app)), what=f"{bad.name} refused")
