@@ -9,8 +9,10 @@ matrix-vector product is memory-bound and a matrix-matrix product is compute-bou
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,33 @@ _DECAY_SCALE = 0.6065306597126334
 _GROUP_NORM_EPS = 64e-5
 _LAYER_NORM_EPS = 1e-5
 _MIX_ORDER = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
+_THREADS_ENV = "RWKV_TUI_THREADS"
+
+
+def compute_threads() -> int:
+    """Threads for the heavy kernels: RWKV_TUI_THREADS, else torch's setting (one per core)."""
+    value = os.environ.get(_THREADS_ENV, "")
+    return max(1, int(value)) if value.isdigit() else torch.get_num_threads()
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run torch's own ops on ``count`` threads for a while.
+
+    Decoding one token issues dozens of tiny torch ops per layer. Each multi-threaded op is an
+    OpenMP barrier, and when another thread (the UI, another program) holds a core, every
+    barrier waits for a descheduled thread: measured here, 2 threads made decoding 7× slower
+    on a busy 2-core machine. The few large products run in our kernels, which take the thread
+    count explicitly.
+    """
+    previous = torch.get_num_threads()
+    if previous != count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if previous != count:
+            torch.set_num_threads(previous)
 
 
 @dataclass
@@ -70,6 +99,7 @@ class CpuBackend:
         self.config = config
         self.weight_dtype = weight_dtype
         self.kernels = kernels or get_kernels()
+        self.threads = compute_threads()
 
         def small(name: str) -> torch.Tensor:
             return state_dict[name].detach().to(torch.float32).reshape(-1).contiguous()
@@ -115,7 +145,7 @@ class CpuBackend:
         self, tokens: Sequence[int], state: State, all_logits: bool = False
     ) -> tuple[torch.Tensor, State]:
         """Logits (last token, or every token with ``all_logits``) and the state after ``tokens``."""
-        with torch.inference_mode():
+        with torch.inference_mode(), _torch_threads(1 if len(tokens) == 1 else self.threads):
             ids = torch.tensor(list(tokens), dtype=torch.long)
             x = F.layer_norm(self.emb[ids].float(), (self.config.n_embd,), *self.ln0, _LAYER_NORM_EPS)
             new = State(
@@ -144,7 +174,7 @@ class CpuBackend:
     def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x @ weight.T`` for x of shape (T, in); a streaming kernel when T == 1."""
         if x.shape[0] == 1:
-            return self.kernels.matvec(weight, x[0]).unsqueeze(0)
+            return self.kernels.matvec(weight, x[0], self.threads).unsqueeze(0)
         if weight.dtype != torch.float32:
             weight = weight.float()
         return F.linear(x, weight)
@@ -186,7 +216,7 @@ class CpuBackend:
             mix = torch.sigmoid(layer.v0 + (xv @ layer.v1) @ layer.v2)
             v = v + (v_first - v) * mix
 
-        y, new_wkv = self.kernels.wkv7(wkv, r, decay, k, v, -removal, removal * iclr)
+        y, new_wkv = self.kernels.wkv7(wkv, r, decay, k, v, -removal, removal * iclr, self.threads)
         y = F.group_norm(y, cfg.n_head, *layer.ln_x, eps=_GROUP_NORM_EPS)
         bonus = ((r * k * layer.r_k).view(heads).sum(-1, keepdim=True) * v.view(heads)).view(steps, -1)
         return self._linear((y + bonus) * gate, layer.output), new_wkv, v_first
@@ -195,6 +225,6 @@ class CpuBackend:
         mixed = torch.addcmul(xn, self._shifted(xn, ffn_prev) - xn, layer.ffn_mix)
         hidden = torch.relu(self._linear(mixed, layer.ffn_key)).square_()
         if hidden.shape[0] == 1:
-            return self.kernels.sparse_vecmat(layer.ffn_value_t, hidden[0]).unsqueeze(0)
+            return self.kernels.sparse_vecmat(layer.ffn_value_t, hidden[0], self.threads).unsqueeze(0)
         weight = layer.ffn_value_t if layer.ffn_value_t.dtype == torch.float32 else layer.ffn_value_t.float()
         return hidden @ weight

@@ -8,11 +8,14 @@
  * fp32 at fp32 accuracy of the arithmetic.
  *
  * Built on first use by engine/backends/cpu_native.py and called through ctypes.
- * Every function takes the thread count explicitly so torch's setting is honoured.
+ * Every function takes its thread count explicitly; see parallel_for for why it is not OpenMP.
  */
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -20,6 +23,103 @@
 #endif
 
 enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
+
+/*
+ * A caller-runs thread pool.
+ *
+ * OpenMP ends every parallel region with a barrier that waits for all team threads, so on a
+ * busy machine (the UI thread, other programs) one descheduled thread stalls the whole region
+ * for a scheduler time slice: measured 8x slower decoding on a loaded 2-core box. Here the
+ * calling thread claims chunks from an atomic counter like any helper and only waits for
+ * chunks a helper has actually claimed; a helper that never got the CPU costs nothing.
+ */
+typedef void (*range_fn)(const void *ctx, int64_t begin, int64_t end);
+
+typedef struct {
+    range_fn fn;
+    const void *ctx;
+    int64_t items, chunk;
+    atomic_llong next, done;
+    atomic_int active;
+} job_t;
+
+#define MAX_HELPERS 63
+static pthread_mutex_t pool_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
+static job_t *volatile pool_job = NULL;
+static atomic_ullong pool_generation = 0;
+static int pool_helpers = 0;
+
+static void run_chunks(job_t *job) {
+    for (;;) {
+        int64_t begin = atomic_fetch_add(&job->next, job->chunk);
+        if (begin >= job->items) break;
+        int64_t end = begin + job->chunk < job->items ? begin + job->chunk : job->items;
+        job->fn(job->ctx, begin, end);
+        atomic_fetch_add(&job->done, end - begin);
+    }
+}
+
+static void *helper_main(void *unused) {
+    (void)unused;
+    unsigned long long seen = atomic_load(&pool_generation);
+    for (;;) {
+        /* Spin briefly: the next kernel of the same layer usually follows within microseconds. */
+        struct timespec start, now;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        while (atomic_load(&pool_generation) == seen) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > 50000) break;
+        }
+        pthread_mutex_lock(&pool_mutex);
+        while (atomic_load(&pool_generation) == seen) pthread_cond_wait(&pool_wake, &pool_mutex);
+        seen = atomic_load(&pool_generation);
+        job_t *job = pool_job;
+        if (job) atomic_fetch_add(&job->active, 1);
+        pthread_mutex_unlock(&pool_mutex);
+        if (job) {
+            run_chunks(job);
+            atomic_fetch_sub(&job->active, 1);
+        }
+    }
+    return NULL;
+}
+
+static void parallel_for(range_fn fn, const void *ctx, int64_t items, int64_t chunk, int nthreads) {
+    if (chunk < 1) chunk = 1;
+    if (nthreads <= 1 || items <= chunk) {
+        fn(ctx, 0, items);
+        return;
+    }
+    job_t job;
+    job.fn = fn;
+    job.ctx = ctx;
+    job.items = items;
+    job.chunk = chunk;
+    atomic_init(&job.next, 0);
+    atomic_init(&job.done, 0);
+    atomic_init(&job.active, 0);
+    pthread_mutex_lock(&pool_mutex);
+    int wanted = nthreads - 1 > MAX_HELPERS ? MAX_HELPERS : nthreads - 1;
+    while (pool_helpers < wanted) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, helper_main, NULL) != 0) break;
+        pthread_detach(thread);
+        pool_helpers++;
+    }
+    pool_job = &job;
+    atomic_fetch_add(&pool_generation, 1);
+    pthread_cond_broadcast(&pool_wake);
+    pthread_mutex_unlock(&pool_mutex);
+
+    run_chunks(&job);
+    while (atomic_load(&job.done) < items) { /* only chunks a helper claimed remain */ }
+
+    pthread_mutex_lock(&pool_mutex);
+    pool_job = NULL;
+    pthread_mutex_unlock(&pool_mutex);
+    while (atomic_load(&job.active) > 0) { /* a late helper is leaving */ }
+}
 
 static inline float bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -129,16 +229,31 @@ static void matvec_block(const void *w, int dtype, const float *x, const float *
     }
 }
 
+typedef struct {
+    const void *w;
+    int dtype;
+    const float *x, *x_even, *x_odd;
+    float *y;
+    int64_t rows, cols;
+} matvec_args;
+
+static void matvec_range(const void *ctx, int64_t begin, int64_t end) {
+    const matvec_args *a = ctx;
+    for (int64_t b = begin; b < end; b++) {
+        int64_t row0 = b * ROWS;
+        int64_t n = a->rows - row0 < ROWS ? a->rows - row0 : ROWS;
+        matvec_block(a->w, a->dtype, a->x, a->x_even, a->x_odd, a->y, row0, n, a->cols);
+    }
+}
+
 /* y[rows] = W[rows, cols] · x[cols]. x_even/x_odd: x[0::2] and x[1::2] (used for bf16). */
 void rwkv_matvec(const void *w, int dtype, const float *x, const float *x_even, const float *x_odd,
                  float *y, int64_t rows, int64_t cols, int nthreads) {
+    matvec_args args = {w, dtype, x, x_even, x_odd, y, rows, cols};
     const int64_t blocks = (rows + ROWS - 1) / ROWS;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        int64_t row0 = b * ROWS;
-        int64_t n = rows - row0 < ROWS ? rows - row0 : ROWS;
-        matvec_block(w, dtype, x, x_even, x_odd, y, row0, n, cols);
-    }
+    /* About 128 KB of weights per chunk: big enough to amortise claiming, small enough to balance. */
+    int64_t chunk = (131072 / (cols * (dtype == DT_F32 ? 4 : 2))) / ROWS;
+    parallel_for(matvec_range, &args, blocks, chunk, nthreads);
 }
 
 /*
@@ -147,16 +262,25 @@ void rwkv_matvec(const void *w, int dtype, const float *x, const float *x_even, 
  * value matrix they would select need never be read. Threads split the output columns so no
  * reduction between threads is needed.
  */
-void rwkv_sparse_vecmat(const void *wt, int dtype, const float *h, float *y, int64_t inner,
-                        int64_t cols, int64_t *scratch_index, int nthreads) {
-    int64_t nnz = 0;
-    for (int64_t j = 0; j < inner; j++)
-        if (h[j] != 0.0f) scratch_index[nnz++] = j;
-    const int64_t chunk = 64;
-    const int64_t nchunks = (cols + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t c = 0; c < nchunks; c++) {
-        const int64_t c0 = c * chunk, c1 = c0 + chunk < cols ? c0 + chunk : cols;
+typedef struct {
+    const void *wt;
+    int dtype;
+    const float *h;
+    float *y;
+    int64_t cols, nnz;
+    const int64_t *index;
+} sparse_args;
+
+static void sparse_range(const void *ctx, int64_t begin, int64_t end) {
+    const sparse_args *args = ctx;
+    const void *wt = args->wt;
+    const int dtype = args->dtype;
+    const float *h = args->h;
+    const int64_t cols = args->cols, nnz = args->nnz;
+    const int64_t *scratch_index = args->index;
+    float *y = args->y;
+    for (int64_t c = begin; c < end; c++) {
+        const int64_t c0 = c * 64, c1 = c0 + 64 < cols ? c0 + 64 : cols;
         float acc[64];
         for (int64_t i = 0; i < c1 - c0; i++) acc[i] = 0.0f;
         for (int64_t n = 0; n < nnz; n++) {
@@ -179,18 +303,35 @@ void rwkv_sparse_vecmat(const void *wt, int dtype, const float *h, float *y, int
     }
 }
 
+void rwkv_sparse_vecmat(const void *wt, int dtype, const float *h, float *y, int64_t inner,
+                        int64_t cols, int64_t *scratch_index, int nthreads) {
+    int64_t nnz = 0;
+    for (int64_t j = 0; j < inner; j++)
+        if (h[j] != 0.0f) scratch_index[nnz++] = j;
+    sparse_args args = {wt, dtype, h, y, cols, nnz, scratch_index};
+    parallel_for(sparse_range, &args, (cols + 63) / 64, 1, nthreads);
+}
+
 /*
  * The RWKV-7 WKV recurrence over T tokens for every head, fp32 throughout.
  * state: [H][N value][N key], read from state_in and written to state_out (may alias).
  * r, w, k, v, a, b, y: [T][H*N]; w is the decay multiplier itself (in (0, 1)).
  *   S ← S·diag(w) + (S·a) bᵀ + v kᵀ;  y = S·r   (rows: value index, columns: key index)
  */
-void rwkv_wkv7(int64_t T, int64_t H, int64_t N, const float *state_in, float *state_out,
-               const float *r, const float *w, const float *k, const float *v, const float *a,
-               const float *b, float *y, int nthreads) {
-    const int64_t C = H * N;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t h = 0; h < H; h++) {
+typedef struct {
+    int64_t T, H, N;
+    const float *state_in;
+    float *state_out;
+    const float *r, *w, *k, *v, *a, *b;
+    float *y;
+} wkv_args;
+
+static void wkv_range(const void *ctx, int64_t begin, int64_t end) {
+    const wkv_args *p = ctx;
+    const int64_t T = p->T, N = p->N, C = p->H * p->N;
+    const float *state_in = p->state_in, *r = p->r, *w = p->w, *k = p->k, *v = p->v, *a = p->a, *b = p->b;
+    float *state_out = p->state_out, *y = p->y;
+    for (int64_t h = begin; h < end; h++) {
         float *S = state_out + h * N * N;
         if (state_out != state_in) memcpy(S, state_in + h * N * N, (size_t)(N * N) * sizeof(float));
         for (int64_t t = 0; t < T; t++) {
@@ -215,5 +356,12 @@ void rwkv_wkv7(int64_t T, int64_t H, int64_t N, const float *state_in, float *st
     }
 }
 
+void rwkv_wkv7(int64_t T, int64_t H, int64_t N, const float *state_in, float *state_out,
+               const float *r, const float *w, const float *k, const float *v, const float *a,
+               const float *b, float *y, int nthreads) {
+    wkv_args args = {T, H, N, state_in, state_out, r, w, k, v, a, b, y};
+    parallel_for(wkv_range, &args, H, 1, nthreads);
+}
+
 /* Version tag checked by the loader so a stale cached library is never used. */
-int rwkv_native_abi(void) { return 3; }
+int rwkv_native_abi(void) { return 4; }

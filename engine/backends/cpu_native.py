@@ -25,7 +25,7 @@ from engine.paths import cache_dir
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("cpu_native.c")
-_ABI = 3
+_ABI = 4
 _DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _DISABLE_ENV = "RWKV_TUI_NATIVE"
 
@@ -35,13 +35,13 @@ class TorchKernels:
 
     name = "torch"
 
-    def matvec(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def matvec(self, weight: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
         """``weight @ x`` for a (rows, cols) weight of any float dtype; fp32 result."""
         if weight.dtype == torch.float32:
             return torch.mv(weight, x)
         return torch.mv(weight, x.to(weight.dtype)).float()
 
-    def sparse_vecmat(self, weight_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    def sparse_vecmat(self, weight_t: torch.Tensor, h: torch.Tensor, threads: int = 1) -> torch.Tensor:
         """``h @ weight_t`` for a (inner, cols) weight; fp32 result."""
         nonzero = torch.nonzero(h).squeeze(1)
         return h[nonzero] @ weight_t[nonzero].float()
@@ -51,6 +51,7 @@ class TorchKernels:
         state: torch.Tensor,
         r: torch.Tensor, w: torch.Tensor, k: torch.Tensor,
         v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+        threads: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the WKV-7 recurrence over T tokens; inputs (T, C) fp32, state (H, N, N).
 
@@ -84,7 +85,7 @@ class NativeKernels(TorchKernels):
         library.rwkv_wkv7.argtypes = [i64, i64, i64, ptr, ptr] + [ptr] * 7 + [c_int]
         library.rwkv_wkv7.restype = None
 
-    def matvec(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def matvec(self, weight: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
         rows, cols = weight.shape
         x = x.contiguous()
         out = torch.empty(rows, dtype=torch.float32)
@@ -94,18 +95,18 @@ class NativeKernels(TorchKernels):
             even = odd = x
         self._lib.rwkv_matvec(
             weight.data_ptr(), _DTYPE_CODES[weight.dtype], x.data_ptr(), even.data_ptr(),
-            odd.data_ptr(), out.data_ptr(), rows, cols, torch.get_num_threads(),
+            odd.data_ptr(), out.data_ptr(), rows, cols, threads,
         )
         return out
 
-    def sparse_vecmat(self, weight_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    def sparse_vecmat(self, weight_t: torch.Tensor, h: torch.Tensor, threads: int = 1) -> torch.Tensor:
         inner, cols = weight_t.shape
         h = h.contiguous()
         out = torch.empty(cols, dtype=torch.float32)
         scratch = torch.empty(inner, dtype=torch.int64)
         self._lib.rwkv_sparse_vecmat(
             weight_t.data_ptr(), _DTYPE_CODES[weight_t.dtype], h.data_ptr(), out.data_ptr(),
-            inner, cols, scratch.data_ptr(), torch.get_num_threads(),
+            inner, cols, scratch.data_ptr(), threads,
         )
         return out
 
@@ -114,6 +115,7 @@ class NativeKernels(TorchKernels):
         state: torch.Tensor,
         r: torch.Tensor, w: torch.Tensor, k: torch.Tensor,
         v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+        threads: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n_head, head_size, _ = state.shape
         steps = r.shape[0]
@@ -123,7 +125,7 @@ class NativeKernels(TorchKernels):
         out = torch.empty(steps, n_head * head_size, dtype=torch.float32)
         self._lib.rwkv_wkv7(
             steps, n_head, head_size, state_in.data_ptr(), state_out.data_ptr(),
-            *(t.data_ptr() for t in tensors), out.data_ptr(), torch.get_num_threads(),
+            *(t.data_ptr() for t in tensors), out.data_ptr(), threads,
         )
         return out, state_out
 
@@ -176,9 +178,9 @@ def _cpu_identity() -> str:
 
 
 def _flag_sets() -> list[list[str]]:
-    base = ["-O3", "-std=c11", "-shared", "-fPIC"]
+    base = ["-O3", "-std=c11", "-shared", "-fPIC", "-pthread", "-fopenmp-simd"]
     machine = ["-march=native"] if platform.machine() in ("x86_64", "AMD64", "i686") else ["-mcpu=native"]
-    return [base + machine + ["-fopenmp"], base + machine, base]
+    return [base + machine, base]
 
 
 def _build(compiler: str) -> Path:

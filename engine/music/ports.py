@@ -1,0 +1,258 @@
+"""MIDI output ports through python-rtmidi: discovery on every API, the user's choice, sinks.
+
+A sink is anything that accepts raw MIDI messages; the player only talks to sinks, so tests
+use ``RecordingSink`` and the app can offer "no output" without special cases.
+
+Two facts of the platform shape this module: RtMidi's ALSA back end fails outright (and
+prints to the C stderr) where ``/dev/snd/seq`` is missing, and a JACK destination that goes
+away produces no error at all — sends just vanish — so the sink checks that its destination
+is still listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol, Sequence
+
+from engine.music.errors import MidiPortError
+
+DEFAULT_CLIENT_NAME = "rwkv-tui"
+DEFAULT_VIRTUAL_PORT = "rwkv-tui out"
+
+
+class MidiSink(Protocol):
+    """Where the player sends raw MIDI bytes."""
+
+    description: str
+
+    def send(self, message: Sequence[int]) -> None:
+        """Send one message now; raise MidiPortError if the port is gone."""
+
+    def check(self) -> str | None:
+        """A one-line problem if the destination has gone away, else None (cheap, polled)."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RecordingSink:
+    """A sink for tests: records (monotonic time, message bytes); can be told to fail."""
+
+    description: str = "recording sink"
+    fail_after: int | None = None  # raise MidiPortError on the send after this many
+    vanish: bool = False  # check() reports the port as gone
+    sent: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
+    closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def send(self, message: Sequence[int]) -> None:
+        with self._lock:
+            if self.closed:
+                raise MidiPortError("recording sink is closed")
+            if self.fail_after is not None and len(self.sent) >= self.fail_after:
+                raise MidiPortError("recording sink: port disappeared")
+            self.sent.append((time.monotonic(), tuple(message)))
+
+    def check(self) -> str | None:
+        return "recording sink: port disappeared" if self.vanish else None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def messages(self) -> list[tuple[int, ...]]:
+        with self._lock:
+            return [m for _, m in self.sent]
+
+
+# --------------------------------------------------------------------------- rtmidi
+
+
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[None]:
+    """Silence what the ALSA and JACK C libraries print while probing (it would garble a TUI)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _rtmidi():  # noqa: ANN202 - the module
+    # Never let libjack spawn a server behind the user's back while we only look for ports.
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    try:
+        import rtmidi
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise MidiPortError(f"python-rtmidi is not available ({exc})") from None
+    return rtmidi
+
+
+def _api_names() -> dict[str, int]:
+    rtmidi = _rtmidi()
+    names = {}
+    for api in rtmidi.get_compiled_api():
+        if api == rtmidi.API_RTMIDI_DUMMY:
+            continue
+        short = rtmidi.get_api_name(api)
+        names[_API_LABELS.get(short, rtmidi.get_api_display_name(api))] = api
+    return names
+
+
+_API_LABELS = {"alsa": "ALSA", "jack": "JACK", "core": "CoreMIDI", "windows_mm": "WinMM", "web": "WebMIDI"}
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    api: str  # "ALSA", "JACK", "CoreMIDI", "Windows MultiMedia"
+    name: str
+
+
+@dataclass
+class PortListing:
+    ports: list[PortInfo]
+    #: One line per API that could not be used, e.g. "ALSA: no sequencer (/dev/snd/seq missing)".
+    problems: list[str]
+
+
+def _explain(api: str, exc: Exception) -> str:
+    text = str(exc)
+    if api == "ALSA" and not os.path.exists("/dev/snd/seq"):
+        return "ALSA: no sequencer on this system (/dev/snd/seq is missing)"
+    if api == "JACK" and "not running" in text.lower():
+        return "JACK: no JACK server is running"
+    return f"{api}: {text.split(':')[-1].strip() or type(exc).__name__}"
+
+
+def list_output_ports(client_name: str = DEFAULT_CLIENT_NAME) -> PortListing:
+    """Output ports of every compiled API; APIs that cannot start are reported, not raised."""
+    rtmidi = _rtmidi()
+    ports: list[PortInfo] = []
+    problems: list[str] = []
+    for api_name, api in _api_names().items():
+        try:
+            with _quiet_c_stderr():
+                out = rtmidi.MidiOut(rtapi=api, name=client_name)
+                names = out.get_ports()
+                out.delete()
+        except Exception as exc:  # rtmidi.SystemError and friends
+            problems.append(_explain(api_name, exc))
+            continue
+        ports.extend(PortInfo(api_name, name) for name in names)
+    return PortListing(ports, problems)
+
+
+@dataclass(frozen=True)
+class PortChoice:
+    """The user's output choice, small enough for a settings file.
+
+    ``name`` matches a destination exactly or, failing that, as a substring (port numbers
+    and suffixes change between sessions). ``virtual`` creates a port others connect to.
+    """
+
+    api: str
+    name: str
+    virtual: bool = False
+
+    def to_setting(self) -> str:
+        return f"{'virtual' if self.virtual else 'port'}:{self.api}:{self.name}"
+
+    @classmethod
+    def from_setting(cls, text: str) -> "PortChoice":
+        kind, sep, rest = text.partition(":")
+        api, sep2, name = rest.partition(":")
+        if not sep or not sep2 or kind not in ("port", "virtual") or not api or not name:
+            raise MidiPortError(f"MIDI port setting {text!r} is not of the form port:API:NAME or virtual:API:NAME")
+        return cls(api, name, kind == "virtual")
+
+    def describe(self) -> str:
+        return f"virtual port {self.name!r} ({self.api})" if self.virtual else f"{self.name} ({self.api})"
+
+
+class RtMidiSink:
+    """An open rtmidi output port."""
+
+    def __init__(self, choice: PortChoice, client_name: str = DEFAULT_CLIENT_NAME) -> None:
+        rtmidi = _rtmidi()
+        apis = _api_names()
+        api = next((v for k, v in apis.items() if k.lower() == choice.api.lower()), None)
+        if api is None:
+            raise MidiPortError(f"MIDI API {choice.api!r} is not available here (have: {', '.join(apis) or 'none'})")
+        self.choice = choice
+        self.description = choice.describe()
+        try:
+            with _quiet_c_stderr():
+                self._out = rtmidi.MidiOut(rtapi=api, name=client_name)
+        except Exception as exc:
+            raise MidiPortError(f"cannot open {choice.describe()}: {_explain(choice.api, exc)}") from None
+        try:
+            if choice.virtual:
+                self._out.open_virtual_port(choice.name)
+                self.destination = None
+            else:
+                names = self._out.get_ports()
+                index = _match_port(names, choice.name)
+                if index is None:
+                    shown = ", ".join(names) if names else "none"
+                    raise MidiPortError(f"MIDI port {choice.name!r} ({choice.api}) not found; available: {shown}")
+                self.destination = names[index]
+                self._out.open_port(index, "out")
+        except MidiPortError:
+            self._out.delete()
+            raise
+        except Exception as exc:
+            self._out.delete()
+            raise MidiPortError(f"cannot open {choice.describe()}: {exc}") from None
+        self._closed = False
+
+    def send(self, message: Sequence[int]) -> None:
+        if self._closed:
+            raise MidiPortError(f"{self.description} is closed")
+        try:
+            self._out.send_message(list(message))
+        except Exception as exc:
+            raise MidiPortError(f"{self.description}: {exc}") from None
+
+    def check(self) -> str | None:
+        if self._closed:
+            return f"{self.description} is closed"
+        if self.destination is None:
+            return None
+        try:
+            present = self.destination in self._out.get_ports()
+        except Exception as exc:
+            return f"{self.description}: {exc}"
+        return None if present else f"MIDI port {self.destination} ({self.choice.api}) disappeared"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._out.close_port()
+        with contextlib.suppress(Exception):
+            self._out.delete()
+
+
+def _match_port(names: Sequence[str], wanted: str) -> int | None:
+    if wanted in names:
+        return names.index(wanted)
+    lowered = wanted.lower()
+    return next((i for i, name in enumerate(names) if lowered in name.lower()), None)
+
+
+def open_sink(choice: PortChoice, client_name: str = DEFAULT_CLIENT_NAME) -> RtMidiSink:
+    """Open the chosen port (or create the virtual port); MidiPortError in one line if impossible."""
+    return RtMidiSink(choice, client_name)

@@ -1,0 +1,50 @@
+"""`rwkv-tui generate`: streams to stdout, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tui.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_generate_streams_and_reports_stats(tiny_checkpoint: Path) -> None:
+    result = _run("generate", "--model", str(tiny_checkpoint), "--tokenizer", "bytes", "--prompt", "Hi",
+                  "--max-tokens", "12", "--seed", "4", "--stats")
+    assert result.returncode == 0, result.stderr
+    assert "12 tokens" in result.stderr and "tok/s" in result.stderr
+    again = _run("generate", "--model", str(tiny_checkpoint), "--tokenizer", "bytes", "--prompt", "Hi",
+                 "--max-tokens", "12", "--seed", "4")
+    assert again.stdout == result.stdout, "a fixed seed repeats the output exactly"
+
+
+def test_generate_chat_mode_uses_conversation(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["generate", "--model", str(tiny_checkpoint), "--tokenizer", "bytes", "--prompt", "hello",
+                 "--chat", "--max-tokens", "5", "--seed", "1"])
+    assert code == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
+def test_missing_model_is_one_line_error(tmp_path: Path) -> None:
+    result = _run("generate", "--model", str(tmp_path / "missing.pth"), "--prompt", "x")
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "missing.pth: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_sampling_setting_is_one_line_error(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["generate", "--model", str(tiny_checkpoint), "--prompt", "x", "--top-p", "3"])
+    assert code == 1
+    assert "top_p must be between 0 and 1" in capsys.readouterr().err
