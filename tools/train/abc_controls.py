@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 MAX_SECTIONS = 8
 MAX_BARS = 32
 
@@ -78,16 +80,25 @@ def count_bars(section: str) -> int:
 
 
 def levenshtein(a: str, b: str) -> int:
-    """Edit distance with unit costs (two-row dynamic programming)."""
+    """Edit distance with unit costs.
+
+    Row by row, vectorised: within a row the only sequential dependency (an insertion after
+    an insertion) is a running minimum of (t[k] − k), which numpy computes in one pass.
+    """
     if len(a) < len(b):
         a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
+    if not b:
+        return len(a)
+    codes_b = np.frombuffer(b.encode("utf-32-le"), dtype=np.uint32)
+    positions = np.arange(len(b) + 1)
+    previous = positions.copy()
+    for i, ch in enumerate(a, 1):
+        substitution = previous[:-1] + (codes_b != ord(ch))
+        best = np.empty_like(previous)
+        best[0] = i
+        best[1:] = np.minimum(previous[1:] + 1, substitution)
+        previous = np.minimum.accumulate(best - positions) + positions
+    return int(previous[-1])
 
 
 def similarity(a: str, b: str) -> int:

@@ -2,12 +2,12 @@
 
 * chat: greedy replies to the 200 held-out questions (tools.train.chat_data); a reply counts
   only if it equals the computed answer exactly. Pass: ≥ 80 %.
-* abc: 100 tunes sampled from BOS with the model's default sampling (its sidecar), each given
-  an X: line and converted by abc2midi; a tune counts if a MIDI file of ≥ 8 bars comes out.
-  Pass: ≥ 90.
-* midi: 100 pieces sampled from the piece separator with the default sampling, decoded by
-  engine.music.midi_codec; a piece counts if it lasts ≥ 10 s and has no invalid token.
-  Pass: ≥ 90.
+* abc: 100 tunes sampled from BOS with the music pane's default ABC settings
+  (engine.music.generate.AbcGeneration), converted by the app's abc2midi bridge; a tune counts
+  if a MIDI file of ≥ 8 bars comes out. Pass: ≥ 90.
+* midi: 100 pieces sampled with the music pane's default MIDI settings (MidiGeneration: the
+  music demo's penalties and length control), decoded by engine.music.midi_codec; a piece
+  counts if its notes span ≥ 10 s and it has no invalid token. Pass: ≥ 90.
 
 Samples are seeded (sample i uses seed + i), so a gate run is reproducible.
 """
@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import engine
 from engine.demo_models import demo_model_path
-from engine.sampling import Sampler, SamplingParams
+from engine.sampling import SamplingParams
 
 CHAT_THRESHOLD = 0.80
 ABC_THRESHOLD = 0.90
@@ -70,17 +67,6 @@ class GateResult:
             "threshold": self.threshold, "passed": self.passed, "seconds": round(self.seconds, 1),
             "model": self.model, "stats": self.stats, "failures": self.failures[:50],
         }
-
-
-def sidecar(model_path: Path) -> dict[str, object]:
-    path = model_path.with_suffix(".json")
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def default_sampling(model_path: Path, fallback: SamplingParams) -> SamplingParams:
-    """The sampling the model ships with (its sidecar's "sampling"), else ``fallback``."""
-    data = sidecar(model_path).get("sampling")
-    return SamplingParams.from_dict(data) if isinstance(data, dict) else fallback
 
 
 def run_gate(kind: str, model_path: Path | None = None, n: int | None = None, seed: int = 0) -> GateResult:
@@ -133,51 +119,20 @@ def chat_gate(model_path: Path, n: int = 200) -> GateResult:
 # --------------------------------------------------------------------------- abc
 
 
-ABC_FALLBACK = SamplingParams(temperature=1.0, top_p=0.8, top_k=8, presence_penalty=0.0,
-                              frequency_penalty=0.0, max_tokens=1200)
-
-
 def sample_abc(model_path: Path, n: int, seed: int) -> list[str]:
-    """``n`` tunes sampled from BOS alone, as the text between BOS and EOS."""
+    """``n`` tunes from BOS alone with the music pane's default ABC settings (sample i: seed + i)."""
+    from engine.music.generate import AbcGeneration, AbcSettings
+
     model = engine.load_model(model_path, device="cpu")
-    tokenizer = engine.get_tokenizer("abc")
-    params = default_sampling(model_path, ABC_FALLBACK)
-    bos_state = None
-    bos_logits = None
-    texts = []
-    for i in range(n):
-        if bos_state is None:
-            bos_logits, bos_state = model.forward([tokenizer.BOS])
-        sampler = Sampler(params.with_(seed=seed + i), model.config.vocab)
-        generation = engine.Generation(
-            model, tokenizer, sampler, prompt=[], state=bos_state, logits=bos_logits,
-            stop_tokens=[tokenizer.EOS], max_tokens=params.max_tokens,
-        )
-        texts.append("".join(generation))
-    return texts
+    return [AbcGeneration(model, "", AbcSettings(seed=seed + i)).run().generated for i in range(n)]
 
 
-def abc_to_midi(text: str, workdir: Path, name: str = "tune") -> Path | None:
-    """Run abc2midi on a generated tune (with the X: line it requires); None if no file."""
-    source = workdir / f"{name}.abc"
-    target = workdir / f"{name}.mid"
-    source.write_text("X:1\n" + text, encoding="utf-8")
-    abc2midi = shutil.which("abc2midi")
-    if abc2midi is None:
-        raise FileNotFoundError("abc2midi is not installed (Debian package abcmidi)")
-    subprocess.run([abc2midi, str(source), "-o", str(target), "-silent"], capture_output=True, timeout=60)
-    return target if target.is_file() and target.stat().st_size > 0 else None
-
-
-def midi_bars(path: Path) -> float:
+def midi_bars(midi: "mido.MidiFile") -> float:  # noqa: F821 - mido imported lazily
     """Bars covered by the notes of a MIDI file, measured in its first time signature."""
-    import mido
-
-    mid = mido.MidiFile(path)
     numerator, denominator = 4, 4
     last_tick = 0
     found_signature = False
-    for track in mid.tracks:
+    for track in midi.tracks:
         tick = 0
         for msg in track:
             tick += msg.time
@@ -186,8 +141,19 @@ def midi_bars(path: Path) -> float:
                 found_signature = True
             if msg.type in ("note_on", "note_off"):
                 last_tick = max(last_tick, tick)
-    bar_ticks = mid.ticks_per_beat * 4 * numerator / denominator
+    bar_ticks = midi.ticks_per_beat * 4 * numerator / denominator
     return last_tick / bar_ticks
+
+
+def abc_bars(text: str) -> float:
+    """Bars of the MIDI file abc2midi makes of a generated tune (0 if it makes none)."""
+    from engine.music.abc import abc_to_midi
+    from engine.music.errors import AbcError
+
+    try:
+        return midi_bars(abc_to_midi(text).midi)
+    except AbcError:
+        return 0.0
 
 
 def abc_gate(model_path: Path, n: int = 100, seed: int = 0) -> GateResult:
@@ -196,46 +162,35 @@ def abc_gate(model_path: Path, n: int = 100, seed: int = 0) -> GateResult:
     good = 0
     failures = []
     bars_seen = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, text in enumerate(texts):
-            midi = abc_to_midi(text, Path(tmp), f"tune{i}")
-            bars = midi_bars(midi) if midi else 0.0
-            bars_seen.append(bars)
-            if midi is not None and math.floor(bars + 1e-6) >= ABC_MIN_BARS:
-                good += 1
-            else:
-                failures.append({"sample": i, "bars": round(bars, 2), "text": text[:300]})
+    for i, text in enumerate(texts):
+        bars = abc_bars(text)
+        bars_seen.append(bars)
+        if math.floor(bars + 1e-6) >= ABC_MIN_BARS:
+            good += 1
+        else:
+            failures.append({"sample": i, "bars": round(bars, 2), "text": text[:300]})
     bars_sorted = sorted(bars_seen)
-    stats = {"median_bars": bars_sorted[len(bars_sorted) // 2] if bars_sorted else 0,
+    stats = {"median_bars": round(bars_sorted[len(bars_sorted) // 2], 1) if bars_sorted else 0,
              "median_chars": sorted(len(t) for t in texts)[len(texts) // 2] if texts else 0}
     return GateResult("abc", n, good, ABC_THRESHOLD, time.monotonic() - started, str(model_path), failures, stats)
 
 
 # --------------------------------------------------------------------------- midi
 
+#: Token cap per sampled piece. The music pane's default is 4096; stopping earlier can only
+#: shorten a piece, so a pass with this cap implies a pass with the default.
+MIDI_GATE_MAX_TOKENS = 1024
 
-MIDI_FALLBACK = SamplingParams(temperature=1.0, top_p=0.8, top_k=8, presence_penalty=0.0,
-                               frequency_penalty=0.0, max_tokens=1024)
 
+def sample_midi(model_path: Path, n: int, seed: int, max_tokens: int = MIDI_GATE_MAX_TOKENS) -> list[list[int]]:
+    """``n`` pieces with the music pane's default MIDI settings (sample i: seed + i)."""
+    from engine.music.generate import MidiGeneration, MidiSettings
 
-def sample_midi(model_path: Path, n: int, seed: int) -> list[list[int]]:
-    """``n`` pieces sampled after the piece separator (id 0), up to the next separator."""
     model = engine.load_model(model_path, device="cpu")
-    tokenizer = engine.get_tokenizer("midi")
-    params = default_sampling(model_path, MIDI_FALLBACK)
-    logits, state = model.forward([tokenizer.end_token])
-    pieces = []
-    for i in range(n):
-        sampler = Sampler(params.with_(seed=seed + i), model.config.vocab)
-        generation = engine.Generation(
-            model, tokenizer, sampler, prompt=[], state=state, logits=logits,
-            stop_tokens=[tokenizer.end_token], max_tokens=params.max_tokens,
-        )
-        for _ in generation:
-            pass
-        assert generation.result is not None
-        pieces.append([t for t in generation.result.tokens if t != tokenizer.end_token])
-    return pieces
+    return [
+        MidiGeneration(model, MidiSettings(seed=seed + i, max_tokens=max_tokens)).run().tokens
+        for i in range(n)
+    ]
 
 
 def midi_gate(model_path: Path, n: int = 100, seed: int = 0) -> GateResult:

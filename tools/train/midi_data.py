@@ -14,37 +14,36 @@ The train/validation split is the ABC model's, so no validation tune is ever tra
 from __future__ import annotations
 
 import random
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 from engine.music import midi_vocab
+from engine.music.abc import abc_to_midi
+from engine.music.errors import AbcError
 from tools.train.abc_data import Tune, load_tunes, split_tunes
 
 SEPARATOR = midi_vocab.PAD_ID
 _SKIPPED_WORDS = {midi_vocab.START, midi_vocab.END}
 
 
-def tune_to_ids(tune: Tune, workdir: Path) -> list[int] | None:
-    """Token ids of one tune (one piece), or None if abc2midi or the encoder yields nothing."""
-    from engine.music.midi_codec import EncodeOptions, encode_midi
+def tune_to_ids(tune: Tune) -> list[int] | None:
+    """Token ids of one tune (one piece), or None if abc2midi or the encoder yields nothing.
 
-    abc2midi = shutil.which("abc2midi")
-    if abc2midi is None:
-        raise FileNotFoundError("abc2midi is not installed (Debian package abcmidi)")
-    source, target = workdir / "tune.abc", workdir / "tune.mid"
-    target.unlink(missing_ok=True)
-    source.write_text(tune.abc_document(), encoding="utf-8")
-    subprocess.run([abc2midi, str(source), "-o", str(target), "-silent"], capture_output=True, timeout=60)
-    if not target.is_file() or target.stat().st_size == 0:
+    The conversion is the app's own (engine.music.abc.abc_to_midi), so the model learns the
+    MIDI that the app itself would make from these tunes.
+    """
+    from engine.music.midi_codec import EncodeOptions, encode_midi, token_id
+
+    try:
+        converted = abc_to_midi(tune.abc_document())
+    except AbcError:
         return None
-    result = encode_midi(target, EncodeOptions(piece_split_ms=None, min_piece_ms=None))
+    result = encode_midi(converted.midi, EncodeOptions(piece_split_ms=None, min_piece_ms=None))
     if len(result.pieces) != 1:
         return None
-    words = [w for w in result.pieces[0].tokens if w not in _SKIPPED_WORDS]
-    table = {w: i for i, w in enumerate(midi_vocab.vocabulary())}
-    return [table[w] for w in words] if words else None
+    ids = [token_id(w) for w in result.pieces[0].tokens if w not in _SKIPPED_WORDS]
+    if not ids or any(i is None for i in ids):
+        return None
+    return ids  # type: ignore[return-value]
 
 
 def build_dataset(out_dir: Path, seed: int = 0, max_tokens: int = 2000, max_chars: int = 1200) -> dict[str, object]:
@@ -54,17 +53,16 @@ def build_dataset(out_dir: Path, seed: int = 0, max_tokens: int = 2000, max_char
     train, val = split_tunes(tunes, seed)
     counts = {"no_midi": 0, "too_long": 0}
     pieces: dict[str, list[list[int]]] = {"train": [], "val": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, group in (("train", train), ("val", val)):
-            for tune in group:
-                ids = tune_to_ids(tune, Path(tmp))
-                if ids is None:
-                    counts["no_midi"] += 1
-                    continue
-                if len(ids) > max_tokens:
-                    counts["too_long"] += 1
-                    continue
-                pieces[name].append([SEPARATOR] + ids)
+    for name, group in (("train", train), ("val", val)):
+        for tune in group:
+            ids = tune_to_ids(tune)
+            if ids is None:
+                counts["no_midi"] += 1
+                continue
+            if len(ids) > max_tokens:
+                counts["too_long"] += 1
+                continue
+            pieces[name].append([SEPARATOR] + ids)
     random.Random(seed).shuffle(pieces["train"])
     meta = {
         "kind": "midi", "tokenizer": "midi", "vocab": midi_vocab.VOCAB_SIZE, "seed": seed,
