@@ -46,6 +46,16 @@ class Intent:
     items: dict[str, tuple[dict[str, str], str]]
 
 
+#: The twelve keys a beginner meets first (one spelling per pitch class). Intervals, scales
+#: and chords are taught from these roots; the set is kept small so that a one-million-parameter
+#: model sees every fact often enough to learn it exactly on a CPU budget.
+ROOTS: tuple[Note, ...] = tuple(Note.parse(n) for n in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"))
+CORE_SCALES = ("major", "natural minor", "harmonic minor", "major pentatonic", "minor pentatonic", "dorian", "mixolydian")
+CORE_CHORDS = ("", "m", "dim", "aug", "7", "maj7", "m7", "sus4")
+MIDI_OCTAVES = range(2, 7)
+MIDI_NUMBERS = range(36, 97)  # C2 … C7
+
+
 def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
@@ -56,9 +66,9 @@ def _article(phrase: str) -> str:
 def _midi_of_note() -> Intent:
     items = {}
     for note in COMMON_NOTES:
-        for octave in range(0, 9):
+        for octave in MIDI_OCTAVES:
             number = th.midi_number(note, octave)
-            if 21 <= number <= 108:
+            if number in MIDI_NUMBERS:
                 name = f"{note.name}{octave}"
                 items[name] = ({"n": name}, f"{name} is MIDI note {number}.")
     return Intent("midi_of_note", [
@@ -77,7 +87,7 @@ def _midi_of_note() -> Intent:
 
 def _note_of_midi() -> Intent:
     items = {}
-    for number in range(21, 109):
+    for number in MIDI_NUMBERS:
         names = th.midi_note_names(number)
         shown = names[0] if len(names) == 1 else f"{names[0]} (also written {names[1]})"
         items[str(number)] = ({"k": str(number)}, f"MIDI note {number} is {shown}.")
@@ -114,8 +124,8 @@ _INTERVALS = ("m2", "M2", "m3", "M3", "P4", "A4", "d5", "P5", "m6", "M6", "m7", 
 
 def _interval_between() -> Intent:
     items = {}
-    for low in COMMON_NOTES:
-        for high in COMMON_NOTES:
+    for low in ROOTS:
+        for high in ROOTS:
             if low.letter == high.letter:
                 continue
             interval = Interval.between(low, high)
@@ -153,7 +163,7 @@ def _semitones_in_interval() -> Intent:
 
 def _note_above() -> Intent:
     items = {}
-    for root in COMMON_NOTES:
+    for root in ROOTS:
         for short in _INTERVALS:
             interval = Interval.parse(short)
             result = th.transpose(root, interval)
@@ -176,8 +186,9 @@ def _note_above() -> Intent:
 
 def _scale_notes() -> Intent:
     items = {}
-    for root in COMMON_NOTES:
-        for scale, intervals in th.SCALES.items():
+    for root in ROOTS:
+        for scale in CORE_SCALES:
+            intervals = th.SCALES[scale]
             notes = th.spell(root, intervals)
             if notes is None:
                 continue
@@ -197,8 +208,9 @@ def _scale_notes() -> Intent:
 
 def _chord_notes() -> Intent:
     items = {}
-    for root in COMMON_NOTES:
-        for suffix, (long_name, intervals) in th.CHORDS.items():
+    for root in ROOTS:
+        for suffix in CORE_CHORDS:
+            long_name, intervals = th.CHORDS[suffix]
             notes = th.spell(root, intervals)
             if notes is None:
                 continue
@@ -288,6 +300,8 @@ def _relative_key() -> Intent:
 
 _TEMPOS = (40, 48, 50, 60, 64, 70, 72, 75, 80, 84, 90, 96, 100, 108, 110, 112, 120, 125, 128,
            130, 140, 144, 150, 160, 168, 180, 192, 200, 240)
+#: Tempos whose beat is a whole number of milliseconds: the ones bar and beat-count sums use.
+_ROUND_TEMPOS = tuple(t for t in _TEMPOS if 60000 % t == 0)
 
 
 def _beat_length() -> Intent:
@@ -307,7 +321,7 @@ def _beat_length() -> Intent:
 
 def _bar_length() -> Intent:
     items = {}
-    for bpm in _TEMPOS:
+    for bpm in _ROUND_TEMPOS:
         for beats in (2, 3, 4):
             ms = th.format_ms(beats * 60000 / bpm)
             items[f"{bpm}@{beats}/4"] = (
@@ -325,8 +339,8 @@ def _bar_length() -> Intent:
 
 def _beats_in_time() -> Intent:
     items = {}
-    for bpm in _TEMPOS:
-        for seconds in (10, 15, 20, 30, 45, 60, 90, 120):
+    for bpm in _ROUND_TEMPOS:
+        for seconds in (10, 15, 30, 60):
             beats = bpm * seconds / 60
             if beats != int(beats):
                 continue
