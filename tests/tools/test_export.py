@@ -37,3 +37,16 @@ def test_export_writes_weights_sidecar_and_card(tmp_path: Path, monkeypatch: pyt
     assert f"best {summary['best_val_loss']:.4f}" in card
     assert "python -m tools.train fit" in card and "--n-embd 64" in card
     assert not list((tmp_path / "models").glob("*.tmp"))
+
+
+def test_music_sidecars_restate_the_music_pane_defaults() -> None:
+    """The gates sample with the music pane's defaults; the sidecars must not advertise others."""
+    from engine.music.generate import AbcSettings, MidiSettings
+
+    abc, midi = AbcSettings(), MidiSettings()
+    for kind, settings in (("abc", abc), ("midi", midi)):
+        sampling = export_module.SAMPLING[kind]
+        assert (sampling["temperature"], sampling["top_p"], sampling["top_k"], sampling["max_tokens"]) == (
+            settings.temperature, settings.top_p, settings.top_k, settings.max_tokens)
+    assert export_module.SAMPLING["midi"]["frequency_penalty"] == midi.repetition_penalty
+    assert export_module.SAMPLING["midi"]["penalty_decay"] == midi.penalty_decay

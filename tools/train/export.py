@@ -11,15 +11,17 @@ from pathlib import Path
 import engine
 from engine.demo_models import DEMO_MODELS, MODELS_DIR
 
-#: Default sampling per kind (keys of engine.SamplingParams). Byte- and character-level
-#: models must not use repetition penalties: they would punish every repeated letter.
+#: Default sampling per kind (keys of engine.SamplingParams). The chat model answers greedily
+#: and without repetition penalties: at byte level a penalty would punish every repeated
+#: letter and digit. The music entries restate the music pane's defaults
+#: (engine.music.generate.AbcSettings / MidiSettings), which the gates use.
 SAMPLING: dict[str, dict[str, object]] = {
     "chat": {"temperature": 1.0, "top_p": 0.0, "top_k": 0, "presence_penalty": 0.0,
              "frequency_penalty": 0.0, "penalty_decay": 0.996, "max_tokens": 300},
     "abc": {"temperature": 1.0, "top_p": 0.8, "top_k": 8, "presence_penalty": 0.0,
-            "frequency_penalty": 0.0, "penalty_decay": 0.996, "max_tokens": 1200},
+            "frequency_penalty": 0.0, "penalty_decay": 1.0, "max_tokens": 1024},
     "midi": {"temperature": 1.0, "top_p": 0.8, "top_k": 8, "presence_penalty": 0.0,
-             "frequency_penalty": 0.0, "penalty_decay": 0.996, "max_tokens": 1024},
+             "frequency_penalty": 0.5, "penalty_decay": 0.997, "max_tokens": 4096},
 }
 
 SIDECAR_EXTRA: dict[str, dict[str, object]] = {
