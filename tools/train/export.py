@@ -163,10 +163,13 @@ def _gate_text(kind: str, gate: dict[str, object]) -> str:
     what = {
         "chat": "200 held-out questions (item/wording combinations never trained on), greedy decoding through "
                 "`engine.Conversation`; a reply counts only if it equals the computed answer exactly.",
-        "abc": "100 tunes sampled from BOS with the default sampling (seeds 0…99), `X:1` prepended, converted with "
-               "abc2midi; a tune counts if a MIDI file of at least 8 bars comes out.",
-        "midi": "100 pieces sampled after `<pad>` with the default sampling (seeds 0…99), decoded with "
-                "`engine.music.midi_codec`; a piece counts if it lasts at least 10 s and has no invalid token.",
+        "abc": "100 tunes sampled from BOS with the music pane's default ABC settings "
+               "(`engine.music.generate.AbcSettings`, seeds 0…99) and converted by the app's abc2midi bridge "
+               "(`engine.music.abc.abc_to_midi`); a tune counts if a MIDI file of at least 8 bars comes out.",
+        "midi": "100 pieces sampled with the music pane's default MIDI settings (`engine.music.generate.MidiSettings`: "
+                "the music demo's repetition penalty and length control, seeds 0…99; at most 400 tokens each, which "
+                "can only shorten a piece) and decoded with `engine.music.midi_codec`; a piece counts if its notes "
+                "span at least 10 s and it has no invalid token.",
     }[kind]
     text = what + f" Result: {gate['passed_items']}/{gate['n']}."
     stats = gate.get("stats") or {}

@@ -179,7 +179,7 @@ def abc_gate(model_path: Path, n: int = 100, seed: int = 0) -> GateResult:
 
 #: Token cap per sampled piece. The music pane's default is 4096; stopping earlier can only
 #: shorten a piece, so a pass with this cap implies a pass with the default.
-MIDI_GATE_MAX_TOKENS = 1024
+MIDI_GATE_MAX_TOKENS = 400
 
 
 def sample_midi(model_path: Path, n: int, seed: int, max_tokens: int = MIDI_GATE_MAX_TOKENS) -> list[list[int]]:

@@ -186,6 +186,21 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def machine_description(threads: int) -> str:
+    """What the run ran on, for the model card."""
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    plural = "" if threads == 1 else "s"
+    return (f"{cpu} CPU, {os.cpu_count()} cores shared with other jobs, {threads} torch thread{plural}, "
+            f"no GPU, torch {torch.__version__}")
+
+
 def train(cfg: TrainConfig) -> dict[str, object]:
     """Train, keeping ``best.pth`` (official layout, bf16) at the lowest validation loss."""
     torch.set_num_threads(cfg.threads)
@@ -282,8 +297,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         "final_val_loss": last_val,
         "stopped_by_time_cap": stopped_early,
         "closed_vocab_tokens": int(len(closed.used)) if closed is not None else None,
-        "machine": f"{platform.machine()} CPU, {cfg.threads} torch threads ({os.cpu_count()} cores shared), "
-                   f"torch {torch.__version__}",
+        "machine": machine_description(cfg.threads),
         "config": cfg.to_json(),
         "data": meta,
     }
