@@ -56,13 +56,18 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_continues_where_it_stopped(tmp_path: Path) -> None:
+def test_a_run_split_into_phases_equals_the_whole_run(tmp_path: Path) -> None:
     data = _pattern_dataset(tmp_path, 256, list(range(65, 75)))
-    full = train(_config(data, tmp_path / "full", steps=12, eval_every=6))
-    train(_config(data, tmp_path / "part", steps=6, eval_every=6))
-    resumed = train(_config(data, tmp_path / "part", steps=12, eval_every=6, resume=True))
+    full = train(_config(data, tmp_path / "full", steps=12, warmup=2, eval_every=6))
+    first = train(_config(data, tmp_path / "part", steps=12, warmup=2, eval_every=6, stop_at=6, command="phase 1"))
+    assert first["steps"] == 6
+    resumed = train(_config(data, tmp_path / "part", steps=12, warmup=2, eval_every=6, resume=True, command="phase 2"))
     assert resumed["steps"] == 12
     assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
+    assert resumed["phases"] == [
+        {"command": "phase 1", "from_step": 0, "to_step": 6},
+        {"command": "phase 2", "from_step": 6, "to_step": 12},
+    ]
 
 
 def test_closed_vocabulary_pins_unused_tokens(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     for name in ("n_layer", "n_embd", "ctx", "batch", "steps", "warmup", "eval_every", "eval_windows",
-                 "seed", "chunk", "threads"):
+                 "seed", "chunk", "threads", "stop_at"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "max_minutes"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))

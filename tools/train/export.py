@@ -63,6 +63,15 @@ DATA_NOTES = {
 }
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def _atomic_copy(source: Path, target: Path) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.copyfile(source, tmp)
@@ -80,6 +89,8 @@ def card(kind: str, name: str, summary: dict[str, object], gate: dict[str, objec
     shape = summary["shape"]
     data = summary["data"]
     data_text, licence = DATA_NOTES[kind]
+    if kind in ("abc", "midi"):
+        data_text += f" (Built with music21 {_version('music21')}.)"
     minutes = float(summary["train_seconds"]) / 60
     lines = [
         f"# {Path(name).stem}",
@@ -133,7 +144,7 @@ def card(kind: str, name: str, summary: dict[str, object], gate: dict[str, objec
         "",
         "```sh",
         f"python -m tools.train data {kind}" + (" --copies " + str(data.get("copies")) if kind == "chat" else ""),
-        "nice -n 10 " + _fit_command(cfg),
+        *_fit_commands(summary),
         f"python -m tools.train gate {kind} --model {cfg['out']}/best.pth",
         f"python -m tools.train export {kind} --run {cfg['out']} --gate {cfg['out']}/gate.json",
         "```",
@@ -143,9 +154,17 @@ def card(kind: str, name: str, summary: dict[str, object], gate: dict[str, objec
     return "\n".join(lines) + "\n"
 
 
+def _fit_commands(summary: dict[str, object]) -> list[str]:
+    """The training command(s): one per phase when the run was resumed (see --stop-at)."""
+    phases = summary.get("phases") or []
+    if len(phases) > 1:
+        return [f"nice -n 10 {p['command']}   # steps {p['from_step']}–{p['to_step']}" for p in phases]
+    return ["nice -n 10 " + _fit_command(summary["config"])]
+
+
 def _fit_command(cfg: dict[str, object]) -> str:
     defaults = {"eval_windows": 64, "threads": 2, "chunk": 16, "beta1": 0.9, "beta2": 0.99,
-                "grad_clip": 1.0, "resume": False, "max_minutes": 0.0}
+                "grad_clip": 1.0, "resume": False, "max_minutes": 0.0, "stop_at": 0}
     parts = ["python -m tools.train fit"]
     for key, value in cfg.items():
         if key in ("command",) or defaults.get(key, object()) == value:

@@ -59,8 +59,11 @@ class TrainConfig:
     threads: int = 2
     closed_vocab: bool = False
     max_minutes: float = 0.0  # 0: no cap
+    #: Stop after this step while keeping the schedule of ``steps`` (0: run to the end). With
+    #: ``--resume`` later, a run can be split into phases that reproduce exactly.
+    stop_at: int = 0
     resume: bool = False
-    command: str = field(default_factory=lambda: " ".join(shlex.quote(a) for a in sys.argv))
+    command: str = field(default_factory=lambda: "python -m tools.train " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -228,6 +231,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8
     )
     start_step, best, elapsed_before = 0, math.inf, 0.0
+    #: Earlier phases of this run (command, first and last step), for the model card.
+    history: list[dict[str, object]] = []
     resume_path = cfg.out / "last.pt"
     if cfg.resume and resume_path.exists():
         saved = torch.load(resume_path, weights_only=True)
@@ -236,6 +241,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         start_step, best, elapsed_before = saved["step"], saved["best"], saved["elapsed"]
         rng = np.random.default_rng(cfg.seed)
         rng.bit_generator.state = saved["rng"]
+        history = list(saved.get("history", []))
     (cfg.out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n", encoding="utf-8")
 
     n_params = model.n_params()
@@ -247,7 +253,12 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     last_val = math.nan
     step = start_step
     recent: list[float] = []
-    while step < cfg.steps:
+    end_step = min(cfg.stop_at, cfg.steps) if cfg.stop_at > 0 else cfg.steps
+
+    def phases() -> list[dict[str, object]]:
+        return history + [{"command": cfg.command, "from_step": start_step, "to_step": step}]
+
+    while step < end_step:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -262,7 +273,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         tokens_done += cfg.batch * cfg.ctx
         recent.append(loss.item())
         elapsed = elapsed_before + time.monotonic() - started
-        last_step = step == cfg.steps
+        last_step = step == end_step
         over_time = cfg.max_minutes > 0 and elapsed > cfg.max_minutes * 60
         if step % cfg.eval_every == 0 or last_step or over_time:
             last_val = evaluate(model, val_split, val_starts, cfg, closed)
@@ -280,7 +291,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             recent = []
             _atomic_save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "best": best, "elapsed": elapsed, "rng": rng.bit_generator.state,
+                "best": best, "elapsed": elapsed, "rng": rng.bit_generator.state, "history": phases(),
             }, resume_path)
         if over_time and not last_step:
             stopped_early = True
@@ -299,6 +310,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         "closed_vocab_tokens": int(len(closed.used)) if closed is not None else None,
         "machine": machine_description(cfg.threads),
         "config": cfg.to_json(),
+        "phases": phases(),
         "data": meta,
     }
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
