@@ -25,3 +25,16 @@ class TokenizerError(EngineError):
 
 class BackendError(EngineError):
     """A compute backend is unavailable (no GPU, no compiler) or failed."""
+
+
+class StateModelMismatchError(StateError):
+    """A state file fits the model's shapes but was saved from different weights.
+
+    Its own class so a UI can offer "load anyway" (``allow_other_model=True``): a state from
+    a fine-tune of the same base model often still works, but it is the user's call.
+    """
+
+    def __init__(self, message: str, file_fingerprint: str, model_fingerprint: str) -> None:
+        super().__init__(message)
+        self.file_fingerprint = file_fingerprint
+        self.model_fingerprint = model_fingerprint

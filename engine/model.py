@@ -58,6 +58,9 @@ class ModelInfo:
     fingerprint: str
     state_bytes: int
     kernels: str
+    #: One line for the UI when the model runs somewhere else than asked or hoped for
+    #: (device="auto" without a usable CUDA setup); empty otherwise.
+    device_note: str = ""
 
     @property
     def name(self) -> str:
@@ -140,18 +143,27 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' picks CUDA when a usable GPU exists, else the CPU."""
-    name = str(device).lower()
+    """'auto' picks CUDA when torch sees a GPU, else the CPU; 'cuda' without one is an error."""
+    name = str(device).lower().strip()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(name)
     except RuntimeError:
         raise EngineError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("CUDA was requested but no CUDA GPU is available to torch")
     if resolved.type not in ("cpu", "cuda"):
         raise EngineError(f"unsupported device {device!r}; use auto, cpu or cuda")
+    if resolved.type == "cuda":
+        from engine.backends.cuda_build import gpu_problem
+
+        problem = gpu_problem()
+        if problem:
+            raise BackendError(f"CUDA backend unavailable: {problem}")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise BackendError(
+                f"CUDA backend unavailable: no GPU {resolved.index} "
+                f"(torch sees {torch.cuda.device_count()})"
+            )
     return resolved
 
 
@@ -165,16 +177,9 @@ def build_model(
 ) -> Model:
     """Make a Model from an already-loaded state dict (used by ``load_model`` and training)."""
     config = infer_config(state_dict, source=path)
-    target = resolve_device(device)
     weight_dtype = parse_dtype(dtype)
-    backend: Backend
-    if target.type == "cuda":
-        backend = _cuda_backend(state_dict, config, weight_dtype or torch.float16, target)
-    else:
-        from engine.backends.cpu import CpuBackend
-
-        backend = CpuBackend(state_dict, config, weight_dtype or torch.bfloat16)
-    bundled = _bundled_state(state_dict, config)
+    backend, device_note = _choose_backend(state_dict, config, device, weight_dtype)
+    bundled = _bundled_state(state_dict, config, path)
     kernels = getattr(getattr(backend, "kernels", None), "name", "cuda")
     info = ModelInfo(
         n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
@@ -183,7 +188,7 @@ def build_model(
         ffn_dim=config.ffn_dim,
         n_params=sum(t.numel() for t in state_dict.values()),
         path=path, fingerprint=fingerprint(state_dict), state_bytes=config.state_bytes,
-        kernels=kernels,
+        kernels=kernels, device_note=device_note,
     )
     return Model(backend, config, info, chunk_len=chunk_len, bundled_state=bundled)
 
@@ -203,27 +208,91 @@ def load_model(
     return build_model(state_dict, path=str(path), device=device, dtype=dtype)
 
 
-def _bundled_state(state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> State | None:
+def _bundled_state(
+    state_dict: Mapping[str, torch.Tensor], config: ModelConfig, source: str = "checkpoint"
+) -> State | None:
+    """The initial state merged into a state-tuned checkpoint, read like a time_state file.
+
+    Uses the default orientation of ``engine.time_state`` (as stored); a user who knows the
+    file needs the other one can re-orient it with ``engine.time_state.orient``.
+    """
     if not config.has_time_state:
         return None
-    state = State.zeros(config)
-    try:
-        for i in range(config.n_layer):
-            state.wkv[i] = state_dict[f"blocks.{i}.att.time_state"].float()
-    except KeyError as exc:
-        raise StateError(f"checkpoint has time_state for some layers but not {exc.args[0]}") from None
+    from engine.time_state import DEFAULT_ORIENTATION, stack_time_states, state_from_time_states
+
+    stacked = stack_time_states(state_dict, source)
+    if stacked.shape[0] != config.n_layer:
+        raise StateError(
+            f"{source}: time_state covers {stacked.shape[0]} of the model's {config.n_layer} layers"
+        )
+    state = state_from_time_states(stacked, DEFAULT_ORIENTATION)
     state.meta["source"] = "time_state bundled in checkpoint"
     return state
+
+
+def _choose_backend(
+    state_dict: Mapping[str, torch.Tensor],
+    config: ModelConfig,
+    device: str | torch.device,
+    weight_dtype: torch.dtype | None,
+) -> tuple[Backend, str]:
+    """The backend for ``device`` and, when 'auto' could not use CUDA, the one-line reason.
+
+    An explicit 'cuda' fails loudly (BackendError); 'auto' never fails for want of CUDA: it
+    says why in one line (log warning + ModelInfo.device_note) and runs on the CPU.
+    """
+    auto = str(device).lower().strip() == "auto"
+    target = resolve_device(device)
+    note = ""
+    if target.type == "cuda":
+        try:
+            return _cuda_backend(state_dict, config, weight_dtype or torch.float16, target), ""
+        except BackendError as exc:
+            if not auto:
+                raise
+            note = f"{exc}; running on the CPU"
+            _log_once(logging.WARNING, note)  # a GPU is there but unusable: worth a warning
+    elif auto:
+        from engine.backends.cuda_build import gpu_problem
+
+        note = f"CUDA backend unavailable: {gpu_problem() or 'no CUDA GPU found'}; running on the CPU"
+        _log_once(logging.INFO, note)  # the normal case on a machine without a GPU
+    from engine.backends.cpu import CpuBackend
+
+    return CpuBackend(state_dict, config, weight_dtype or torch.bfloat16), note
+
+
+_logged: set[str] = set()
+
+
+def _log_once(level: int, message: str) -> None:
+    """Log a fallback once per process, not on every model load."""
+    if message not in _logged:
+        _logged.add(message)
+        log.log(level, "%s", message)
 
 
 def _cuda_backend(
     state_dict: Mapping[str, torch.Tensor], config: ModelConfig, dtype: torch.dtype, device: torch.device
 ) -> Backend:
+    """Build the CUDA backend; every failure becomes one BackendError line."""
     try:
         from engine.backends.cuda import CudaBackend
-    except ImportError as exc:
-        raise BackendError(f"CUDA backend unavailable: {exc}") from None
-    return CudaBackend(state_dict, config, dtype, device)
+
+        return CudaBackend(state_dict, config, dtype, device)
+    except BackendError as exc:
+        message = str(exc)
+        if not message.startswith("CUDA backend"):
+            message = f"CUDA backend unavailable: {message}"
+        raise BackendError(message) from None
+    except torch.cuda.OutOfMemoryError:
+        raise BackendError(
+            f"CUDA backend unavailable: the model does not fit in GPU memory "
+            f"({torch.cuda.get_device_name(device)})"
+        ) from None
+    except (ImportError, RuntimeError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BackendError(f"CUDA backend failed: {first}") from None
 
 
 def short_dtype_name(dtype: torch.dtype) -> str:

@@ -28,9 +28,16 @@ def bundled_dir(repo_dir: str, installed_package: str) -> Path:
     beside = Path(__file__).resolve().parent.parent / repo_dir
     if beside.is_dir():
         return beside
-    from importlib import resources
+    # Resolve through the parent package: the data folder has no __init__.py (``cuda`` must not
+    # shadow NVIDIA's ``cuda`` namespace), and importlib.resources gives namespace packages a
+    # MultiplexedPath rather than a directory.
+    import importlib.util
 
-    return Path(str(resources.files(installed_package)))
+    parent, _, child = installed_package.rpartition(".")
+    spec = importlib.util.find_spec(parent)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"cannot locate package {parent} for {installed_package}")
+    return Path(spec.origin).resolve().parent / child
 
 
 def cuda_source_dir() -> Path:

@@ -13,6 +13,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
+import engine  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 from tui.commands import COMMAND_MODULES
 
 

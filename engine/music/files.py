@@ -1,47 +1,24 @@
-"""Atomic saves for everything the music features export (.mid, .abc, token text, .wav).
+"""Saving what the music features export (.mid, .abc, token text, .wav), atomically.
 
-A crash or a full disk must never leave a half-written file where a good one was: each save
-writes a temporary file in the destination folder and renames it over the target.
+The atomic write itself is engine.atomic's; this module adds the music formats and reports
+failures as MusicError.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import mido
 
+from engine.atomic import atomic_write as _atomic_write
 from engine.music.errors import MusicError
 
 
-def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write`` with a binary file in ``path``'s folder, then move it into place."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise MusicError(f"cannot save {target}: folder {folder} does not exist")
-    try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
-    except OSError as exc:
-        raise MusicError(f"cannot save {target}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException as exc:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise MusicError(f"cannot save {target}: {exc.strerror or exc}") from None
-        raise
-    return target
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Save through ``write`` atomically; failures are one-line MusicErrors."""
+    return _atomic_write(path, write, MusicError)
 
 
 def save_bytes(path: str | Path, data: bytes) -> Path:

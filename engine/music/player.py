@@ -32,7 +32,7 @@ import mido
 
 from engine.music.errors import MidiPortError
 from engine.music.midi_codec import CHANNEL_PROGRAMS, NoteEvent
-from engine.music.ports import MidiSink
+from engine.music.ports import DEFAULT_CLIENT_NAME, MidiSink, PortChoice, open_sink
 
 #: (musical time in ms, raw MIDI bytes)
 TimedMessage = tuple[float, tuple[int, ...]]
@@ -250,6 +250,7 @@ class Player:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sink = sink
+        self._port_choice: PortChoice | None = None
         self._clock = clock
         self._schedule = PlaybackSchedule(prebuffer_ms)
         self._cond = threading.Condition()
@@ -387,6 +388,7 @@ class Player:
                 except Exception:  # noqa: BLE001 - closing a broken port must not fail the switch
                     pass
             self._sink = sink
+            self._port_choice = None
             self._error = None
             self._held.clear()
             if sink is not None and self._schedule.state == PlayerState.PLAYING:
@@ -396,6 +398,18 @@ class Player:
     @property
     def sink(self) -> MidiSink | None:
         return self._sink
+
+    def set_port(self, choice: PortChoice | None, client_name: str = DEFAULT_CLIENT_NAME) -> None:
+        """Open the chosen port and play there (None: no output). Raises MidiPortError with one
+        line if it cannot be opened; the current output then stays as it was."""
+        sink = open_sink(choice, client_name) if choice is not None else None
+        self.set_sink(sink)
+        self._port_choice = choice
+
+    @property
+    def port_choice(self) -> PortChoice | None:
+        """The port chosen with ``set_port`` (for the app to save; ``PortChoice.to_setting()``)."""
+        return self._port_choice
 
     def status(self) -> PlayerStatus:
         with self._cond:
@@ -407,6 +421,16 @@ class Player:
                 tempo=s.tempo, velocity_scale=self._velocity_scale,
                 sink=self._sink.description if self._sink else None, error=self._error,
             )
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until playback is no longer running (ended, paused, stopped or failed).
+        Returns False if ``timeout`` seconds passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.status().state == PlayerState.PLAYING:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     @property
     def position_ms(self) -> float:

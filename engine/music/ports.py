@@ -22,6 +22,7 @@ from engine.music.errors import MidiPortError
 
 DEFAULT_CLIENT_NAME = "rwkv-tui"
 DEFAULT_VIRTUAL_PORT = "rwkv-tui out"
+JACK_CONNECT_SETTLE_SECONDS = 0.15
 
 
 class MidiSink(Protocol):
@@ -209,6 +210,10 @@ class RtMidiSink:
                     raise MidiPortError(f"MIDI port {choice.name!r} ({choice.api}) not found; available: {shown}")
                 self.destination = names[index]
                 self._out.open_port(index, "out")
+                if choice.api == "JACK":
+                    # jack_connect returns before the new connection carries data: messages sent
+                    # in the next cycles (the program table!) would be lost. Let it settle.
+                    time.sleep(JACK_CONNECT_SETTLE_SECONDS)
         except MidiPortError:
             self._out.delete()
             raise

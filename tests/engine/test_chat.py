@@ -86,13 +86,15 @@ def test_edit_rewind_and_fork(tiny_model) -> None:
 
 
 def test_snapshot_budget_evicts_oldest_first(tiny_model) -> None:
-    per_state = tiny_model.zero_state().nbytes
-    conv = Conversation(tiny_model, BYTES, SamplingParams(seed=1, max_tokens=3), snapshot_budget=2 * per_state)
+    # A snapshot holds a state and the logits after it; turn 0's is the initial state, which
+    # the conversation keeps anyway, so it is free and never evicted (policy: engine/chat.py).
+    per_snapshot = tiny_model.zero_state().nbytes + tiny_model.config.vocab * 4
+    conv = Conversation(tiny_model, BYTES, SamplingParams(seed=1, max_tokens=3), snapshot_budget=2 * per_snapshot)
     for text in ("a", "b", "c", "d"):
         conv.send(text).run()
-    assert [t.can_rewind for t in conv.turns] == [False, False, True, True]
-    with pytest.raises(ValueError, match="snapshot memory budget"):
-        conv.rewind(0)
+    assert [t.can_rewind for t in conv.turns] == [True, False, True, True]
+    with pytest.raises(ValueError, match="evicted by the memory budget"):
+        conv.rewind(1)
     conv.rewind(2)
     assert len(conv.turns) == 2
 

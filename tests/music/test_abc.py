@@ -66,6 +66,7 @@ def test_reference_number_is_added_only_when_missing() -> None:
     assert abc.with_reference_number("\x02S:1\n" + TUNE + "\x03").startswith("X:1\nS:1\nL:1/8")
 
 
+@pytest.mark.system_tools
 def test_abc2midi_converts_model_style_text_without_x_line() -> None:
     require_tool("abc2midi")
     result = abc.abc_to_midi("S:2\nB:4\n" + TUNE)
@@ -77,6 +78,7 @@ def test_abc2midi_converts_model_style_text_without_x_line() -> None:
     assert all(m.channel == 0 for t in no_chords.midi.tracks for m in t if m.type == "note_on")
 
 
+@pytest.mark.system_tools
 def test_garbage_abc_gives_a_one_line_error() -> None:
     require_tool("abc2midi")
     with pytest.raises(AbcError, match=r"abc2midi could not convert the ABC: No valid K: field") as info:
@@ -86,6 +88,7 @@ def test_garbage_abc_gives_a_one_line_error() -> None:
         abc.abc_to_midi("L:1/8\nK:C\n")
 
 
+@pytest.mark.system_tools
 def test_partial_errors_are_reported_but_the_music_kept() -> None:
     require_tool("abc2midi")
     result = abc.abc_to_midi("L:1/8\nM:4/4\nK:G\nab(c d!!e| f[g a ^^^ z8 |]\n")

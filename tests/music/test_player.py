@@ -150,7 +150,7 @@ def test_player_sends_programs_then_notes_never_early() -> None:
         player.load(note_event_messages(events), end_ms=200)
         start = time.monotonic()
         player.play()
-        assert ended.wait(5)
+        assert player.wait(5) and ended.wait(1)
         assert player.status().state == PlayerState.ENDED
         sent = list(sink.sent)
     messages = [m for _, m in sent]
@@ -177,6 +177,7 @@ def test_stop_and_pause_silence_everything() -> None:
         assert player.status().state == PlayerState.PAUSED
         time.sleep(0.05)
         assert player.position_ms == position
+        assert player.wait(timeout=0.01)  # nothing is running
         count = len(sink.messages())
         player.stop()
         assert sink.messages()[count:] == silence_tail(sink)  # nothing held any more
@@ -205,11 +206,15 @@ def test_streaming_underrun_holds_the_clock(monkeypatch) -> None:
         wait_for(lambda: any(m[1] == 61 for m in sink.messages() if m[0] == 0x97))
         time.sleep(0.3)  # the writer is slow: the clock waits at 150 ms
         assert player.status().buffering and player.position_ms == 150
+        fed_at = time.monotonic()
         player.feed([note(200, 62), note(300, 63)], horizon_ms=400)
         player.finish(400)
         wait_for(lambda: player.status().state == PlayerState.ENDED)
     sent = {m[1]: t for t, m in sink.sent if m[0] == 0x97}
-    assert sent[63] - sent[62] >= 0.1 - 0.002  # resumed at its own pace, not bunched
+    # The clock resumed from 150 ms when the music arrived: each note keeps its own deadline
+    # after that moment (never early), instead of being rushed out to catch up.
+    assert sent[62] >= fed_at + 0.05 - 0.002
+    assert sent[63] >= fed_at + 0.15 - 0.002
     assert sent[62] - sent[61] >= 0.3  # the pause happened between them
 
 
@@ -307,3 +312,14 @@ def test_opening_a_missing_port_is_one_line(monkeypatch) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(MidiPortError, match="not available here"):
         open_sink(PortChoice("CoreMIDI", "IAC"))
+
+
+def test_set_port_failure_keeps_the_current_output(monkeypatch) -> None:
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "rwkv-tui-test-no-such-server")
+    sink = RecordingSink()
+    with Player(sink) as player:
+        with pytest.raises(MidiPortError):
+            player.set_port(PortChoice("JACK", "nothing-here"))
+        assert player.sink is sink and player.port_choice is None
+        player.set_port(None)
+        assert player.sink is None and sink.closed

@@ -164,13 +164,7 @@ def _open_player(args: argparse.Namespace):  # noqa: ANN202 - engine.music.playe
 
 
 def _wait_for_end(player) -> None:  # noqa: ANN001
-    from engine.music.player import PlayerState
-
-    while True:
-        status = player.status()
-        if status.state != PlayerState.PLAYING:
-            return
-        time.sleep(0.05)
+    player.wait()
 
 
 def _play_file(args: argparse.Namespace) -> int:

@@ -1,0 +1,172 @@
+"""Saving and resuming whole conversations (the app's autosave on exit)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from engine import Conversation, SamplingParams, StateError, ThinkMode, get_tokenizer
+from engine.session import (
+    autosave, autosave_path, find_autosave, load_session, save_session, sessions_dir,
+)
+from engine.state_io import read_state_info, save_state
+
+MESSAGES = ["first question", "second one", "third", "fourth"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return get_tokenizer("bytes")
+
+
+def _params() -> SamplingParams:
+    return SamplingParams(temperature=0.8, top_p=0.9, max_tokens=6, seed=5)
+
+
+def _conversation(model, tokenizer, turns: int, **kwargs) -> tuple[Conversation, list[str]]:
+    conversation = Conversation(model, tokenizer, _params(), system="Be brief.", think=ThinkMode.SKIP, **kwargs)
+    replies = [conversation.send(m).run().text for m in MESSAGES[:turns]]
+    return conversation, replies
+
+
+def test_resumed_session_continues_exactly_like_the_original(tmp_path, tiny_model, tokenizer):
+    original, _ = _conversation(tiny_model, tokenizer, 3)
+    path = save_session(tmp_path / "chat.state.safetensors", original)
+    resumed = load_session(path, tiny_model, tokenizer)
+
+    assert resumed.to_dict()["turns"] == original.to_dict()["turns"]
+    assert resumed.system == "Be brief." and resumed.think is ThinkMode.SKIP
+    assert resumed.params == original.params
+    assert resumed.state.equal(original.state)
+    assert torch.equal(resumed.logits, original.logits)
+    assert [t.fed_tokens for t in resumed.turns] == [t.fed_tokens for t in original.turns]
+
+    assert resumed.send(MESSAGES[3]).run().text == original.send(MESSAGES[3]).run().text
+    assert resumed.state.equal(original.state)
+
+
+def test_snapshots_left_out_of_the_file_are_rebuilt_by_replay(tmp_path, tiny_model, tokenizer):
+    original, replies = _conversation(tiny_model, tokenizer, 4)
+    before_turn_1 = original.turns[1].state_before
+    per_snapshot = tiny_model.info.state_bytes + tiny_model.config.vocab * 4
+    path = save_session(tmp_path / "small.state.safetensors", original, snapshot_budget=per_snapshot)
+    assert read_state_info(path).snapshots == (3,)  # newest only; the zero initial state is implied
+
+    resumed = load_session(path, tiny_model, tokenizer)
+    assert [t.can_rewind for t in resumed.turns] == [True, False, False, True]
+    resumed.rewind(1, replay=True)
+    assert resumed.state.equal(before_turn_1)
+    assert resumed.send(MESSAGES[1]).run().text == replies[1]
+
+
+def test_non_zero_initial_state_is_kept(tmp_path, tiny_model, tokenizer):
+    _, primed = tiny_model.forward(list(b"System prompt baked into a state."), None)
+    conversation = Conversation(tiny_model, tokenizer, _params(), initial_state=primed)
+    conversation.send("hi").run()
+    path = save_session(tmp_path / "primed.state.safetensors", conversation, snapshot_budget=0)
+    assert read_state_info(path).snapshots == (0,)
+    resumed = load_session(path, tiny_model, tokenizer)
+    assert resumed.initial_state.equal(primed)
+    resumed.rewind(0)
+    assert resumed.state.equal(primed)
+
+
+def test_empty_conversation_round_trips(tmp_path, tiny_model, tokenizer):
+    _, primed = tiny_model.forward(list(b"just a state"), None)
+    conversation = Conversation(tiny_model, tokenizer, _params(), initial_state=primed)
+    resumed = load_session(save_session(tmp_path / "e.state.safetensors", conversation), tiny_model, tokenizer)
+    assert resumed.turns == [] and resumed.state.equal(primed)
+
+
+def test_plain_state_file_starts_a_new_conversation(tmp_path, tiny_model, tokenizer):
+    _, primed = tiny_model.forward(list(b"plain"), None)
+    path = save_state(tmp_path / "plain.state.safetensors", primed, tiny_model)
+    conversation = load_session(path, tiny_model, tokenizer)
+    assert conversation.turns == [] and conversation.initial_state.equal(primed)
+
+
+def test_session_file_is_also_a_state_file(tmp_path, tiny_model, tokenizer):
+    original, _ = _conversation(tiny_model, tokenizer, 2)
+    path = save_session(tmp_path / "s.state.safetensors", original)
+    from engine.state_io import load_state_file
+
+    loaded = load_state_file(path, tiny_model)
+    assert loaded.info.kind == "session"
+    assert loaded.state.equal(original.state)
+    assert loaded.tokens == [t for turn in original.turns for t in turn.fed_tokens]
+
+
+@pytest.mark.parametrize(
+    "transcript",
+    [
+        {"session_version": 1, "turns": "nope"},
+        {"session_version": 99, "turns": []},
+        {"session_version": 1, "turns": [{"user": "x"}], "initial_state": "zero", "sampling": {}},
+        {"session_version": 1, "initial_state": "zero", "sampling": {"temperature": -1}, "turns": []},
+        {"session_version": 1, "initial_state": "zero", "sampling": {}, "think": "ponder", "turns": []},
+        {"session_version": 1, "initial_state": "snapshot", "sampling": {}, "turns": []},
+        {"session_version": 1, "initial_state": "zero", "sampling": {}, "turns": [{
+            "user": "x", "assistant": "y", "prompt_tokens": [1, 999], "prompt_tokens_fed": 2,
+            "reply_tokens": []}]},
+    ],
+)
+def test_corrupt_transcripts_are_refused(tmp_path, tiny_model, tokenizer, transcript):
+    path = save_state(
+        tmp_path / "bad.state.safetensors", tiny_model.zero_state(), tiny_model,
+        transcript=transcript, kind="session",
+    )
+    with pytest.raises(StateError) as info:
+        load_session(path, tiny_model, tokenizer)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_autosave_is_per_model_and_offered_for_resume(tiny_model, tokenizer):
+    assert str(sessions_dir()).startswith(os.environ["XDG_STATE_HOME"])
+    assert find_autosave(tiny_model) is None
+    conversation, _ = _conversation(tiny_model, tokenizer, 2)
+    path = autosave(conversation)
+    assert path == autosave_path(tiny_model)
+    assert tiny_model.info.fingerprint in path.name
+    summary = find_autosave(tiny_model)
+    assert summary is not None
+    assert summary.turns == 2 and summary.last_user == MESSAGES[1]
+    assert summary.tokens_seen == conversation.state.tokens_seen
+    assert "2 turns" in summary.describe()
+    # A damaged autosave is simply not offered.
+    path.write_bytes(path.read_bytes()[:100])
+    assert find_autosave(tiny_model) is None
+
+
+def test_saving_while_generating_is_refused(tmp_path, tiny_model, tokenizer):
+    conversation = Conversation(tiny_model, tokenizer, _params())
+    generation = conversation.send("hello")
+    iterator = iter(generation)
+    next(iterator, None)
+    if generation.result is None:
+        with pytest.raises(RuntimeError):
+            save_session(tmp_path / "x.state.safetensors", conversation)
+    for _ in iterator:
+        pass
+    save_session(tmp_path / "x.state.safetensors", conversation)
+
+
+def test_start_state_accepts_every_kind_of_state_file(tmp_path, tiny_model, tokenizer):
+    from engine.session import load_start_state
+    from engine.time_state import export_time_state
+
+    _, primed = tiny_model.forward(list(b"a state to start from"), None)
+    ours = save_state(tmp_path / "ours.state.safetensors", primed, tiny_model)
+    assert load_start_state(ours, tiny_model).equal(primed)
+
+    conversation, _ = _conversation(tiny_model, tokenizer, 1)
+    session = save_session(tmp_path / "session.state.safetensors", conversation)
+    assert load_start_state(session, tiny_model).equal(conversation.state)
+
+    tuned = export_time_state(tmp_path / "tuned.pth", primed, orientation="transposed")
+    started = load_start_state(tuned, tiny_model, orientation="transposed")
+    assert torch.equal(started.wkv, primed.wkv) and not started.att_x.any()
+
+    with pytest.raises(StateError):
+        load_start_state(tmp_path / "missing.pth", tiny_model)

@@ -1,0 +1,61 @@
+"""Helpers for driving the real app (real engine, tiny random model) with Textual's Pilot."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tui.app import LaunchOptions, RwkvApp
+
+
+async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Let the app run until ``predicate`` holds (the engine works on its own thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.03)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+async def wait_idle(pilot: Any, app: RwkvApp, timeout: float = 60.0) -> None:
+    """Until no reply is being generated and every engine event has reached the UI."""
+    await wait_until(pilot, lambda: not app.worker.busy and not app.chat_pane.generating, timeout, "the reply to finish")
+    await pilot.pause(0.1)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """Settings for tests: short, seeded replies."""
+    path = tmp_path / "config" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"sampling": {"max_tokens": 24, "seed": 1}}))
+    return path
+
+
+@pytest.fixture
+def make_app(tiny_checkpoint: Path, config_file: Path) -> Callable[..., RwkvApp]:
+    def make(**changes: Any) -> RwkvApp:
+        options = dict(
+            model=str(tiny_checkpoint), tokenizer="bytes", device="cpu", dtype="fp32",
+            use_demo_models=False, config_path=config_file,
+        )
+        options.update(changes)
+        return RwkvApp(LaunchOptions(**options))
+    return make
+
+
+async def start(pilot: Any, app: RwkvApp) -> None:
+    await wait_until(pilot, lambda: app.chat_pane.has_model, what="the model to load")
+    await pilot.pause(0.05)
+
+
+def set_sampling(app: RwkvApp, **changes: Any) -> None:
+    from dataclasses import replace
+
+    settings = replace(app.chat_pane.settings, params=app.chat_pane.settings.params.with_(**changes))
+    app.chat_pane.apply_settings(settings)

@@ -1,0 +1,143 @@
+"""One registry of user actions: it feeds key bindings, the user key map, the palette and F1 help.
+
+Keeping a single table means a key shown in the footer, listed on the help screen, offered in the
+command palette and remapped in the config file can never disagree: each action has a stable id
+(``chat.stop``) that the config file's ``keymap`` section refers to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """A user-facing action.
+
+    ``scope`` names the widget whose BINDINGS carry it ("app", "chat", "message", "prompt"); the
+    binding is active while focus is inside that widget (app: everywhere).
+    """
+
+    id: str
+    keys: str
+    action: str
+    label: str
+    help: str
+    scope: str
+    show: bool = True
+    #: Whether the command palette lists it (palette entries run it whatever has focus).
+    palette: bool = True
+    priority: bool = False
+    #: Title in the command palette (default: the footer label).
+    title: str = ""
+
+    @property
+    def palette_title(self) -> str:
+        return self.title or self.label
+
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    # ---------------------------------------------------------------- app-wide
+    ActionSpec("app.help", "f1", "help", "Help", "Show every key binding", "app"),
+    ActionSpec(
+        "app.chat_pane", "f2", "show_pane('chat')", "Chat", "Switch to the chat pane", "app", show=False,
+        title="Go to the chat pane",
+    ),
+    ActionSpec(
+        "app.music_pane", "f3", "show_pane('music')", "Music", "Switch to the music pane", "app", show=False,
+        title="Go to the music pane",
+    ),
+    ActionSpec(
+        "app.state_pane", "f4", "show_pane('state')", "State", "Switch to the state inspector pane", "app", show=False,
+        title="Go to the state pane",
+    ),
+    ActionSpec(
+        # The footer shows this one at its right edge by itself.
+        "app.command_palette", "ctrl+p", "command_palette", "Palette", "Open the command palette", "app",
+        show=False, palette=False, priority=True,
+    ),
+    ActionSpec("app.load_model", "ctrl+o", "load_model", "Load model", "Load a chat model from a .pth file", "app"),
+    ActionSpec(
+        "app.load_music_model", "ctrl+shift+o", "load_music_model", "Load music model",
+        "Load a music model (ABC or MIDI tokens) from a .pth file", "app", show=False,
+    ),
+    ActionSpec("app.theme", "f9", "change_theme", "Theme", "Pick a colour theme (saved for next time)", "app", show=False),
+    ActionSpec("app.quit", "ctrl+q", "quit", "Quit", "Quit rwkv-tui", "app", priority=True),
+    # ---------------------------------------------------------------- chat pane
+    ActionSpec("chat.stop", "escape", "stop", "Stop", "Stop generating (or cancel editing a message)", "chat"),
+    ActionSpec("chat.regenerate", "ctrl+r", "regenerate", "Regenerate", "Replace the last reply (no history is re-fed)", "chat"),
+    ActionSpec("chat.edit_last", "ctrl+g", "edit_last", "Edit last", "Edit and resend your last message", "chat"),
+    ActionSpec("chat.copy_last", "f8", "copy_last", "Copy reply", "Copy the last reply to the clipboard", "chat", show=False),
+    ActionSpec("chat.settings", "f5", "toggle_settings", "Settings", "Show or hide the system prompt and sampling panel", "chat"),
+    ActionSpec(
+        "chat.think", "ctrl+t", "cycle_think", "Think mode", "Cycle the G1 think mode: off → think → skip", "chat",
+        show=False,
+    ),
+    ActionSpec("chat.new", "ctrl+n", "new_conversation", "New chat", "Start a new conversation", "chat", show=False),
+    ActionSpec("chat.export", "ctrl+s", "export('markdown')", "Export", "Export the conversation as Markdown", "chat"),
+    ActionSpec(
+        "chat.export_json", "ctrl+shift+s", "export('json')", "Export JSON", "Export the conversation as JSON",
+        "chat", show=False,
+    ),
+    # ---------------------------------------------------------------- a focused message
+    ActionSpec("message.copy", "y,c", "copy", "Copy", "Copy the focused message to the clipboard", "message", palette=False),
+    ActionSpec("message.edit", "e", "edit", "Edit", "Edit and resend the focused user message", "message", palette=False),
+    ActionSpec(
+        "message.regenerate", "r", "regenerate", "Regenerate", "Regenerate the focused (last) reply",
+        "message", palette=False,
+    ),
+)
+
+#: Keys handled inside the message box itself (fixed, listed on the help screen as shown here).
+PROMPT_KEYS: tuple[tuple[str, str], ...] = (
+    ("Enter", "Send the message"),
+    ("Ctrl+J", "New line (works in every terminal)"),
+    ("Alt+Enter / Shift+Enter", "New line (in terminals with the kitty keyboard protocol)"),
+    ("↑", "On an empty message box: edit your last message"),
+)
+
+ACTION_IDS = frozenset(spec.id for spec in ACTIONS)
+
+
+def spec(action_id: str) -> ActionSpec:
+    for candidate in ACTIONS:
+        if candidate.id == action_id:
+            return candidate
+    raise KeyError(action_id)
+
+
+def bindings_for(scope: str) -> list[Binding]:
+    """Textual bindings of one scope, each carrying its id so the user key map can remap it."""
+    return [
+        Binding(s.keys, s.action, s.label, show=s.show, priority=s.priority, id=s.id, tooltip=s.help)
+        for s in ACTIONS
+        if s.scope == scope
+    ]
+
+
+def effective_keys(action_id: str, keymap: dict[str, str]) -> str:
+    """The keys an action answers to after the user's key map is applied."""
+    return keymap.get(action_id, spec(action_id).keys)
+
+
+_KEY_NAMES = {"escape": "Esc", "enter": "Enter", "up": "↑", "down": "↓", "ctrl": "Ctrl", "alt": "Alt",
+              "shift": "Shift", "super": "Super", "space": "Space", "tab": "Tab", "delete": "Del"}
+
+
+def format_keys(keys: str) -> str:
+    """"ctrl+r,f5" → "Ctrl+R / F5", for the help screen and hints."""
+    shown = []
+    for key in keys.split(","):
+        parts = [p for p in key.strip().split("+") if p]
+        words = []
+        for i, part in enumerate(parts):
+            if part in _KEY_NAMES:
+                words.append(_KEY_NAMES[part])
+            elif len(part) == 1:
+                words.append(part.upper() if i else part)
+            else:
+                words.append(part.upper() if part[0] == "f" and part[1:].isdigit() else part.capitalize())
+        shown.append("+".join(words))
+    return " / ".join(shown)

@@ -1,0 +1,438 @@
+"""The full-screen app: header, the Chat / Music / State panes, status line and footer.
+
+The app owns the :class:`~tui.worker.EngineWorker`. Widgets post :mod:`tui.messages` up to it; it
+queues engine commands, and drains the engine's events into the panes. The engine wakes the UI with
+one message when its outbox stops being empty; while a reply streams, the drains are paced (at most
+30 a second, fewer when updates are costly: see :mod:`tui.pacing`), and the outbox merges the
+deltas in between. So the UI's work depends on its update rate, never on how fast tokens come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Iterable
+
+import platformdirs
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from tui.actions import ACTIONS, bindings_for, effective_keys, format_keys
+from tui.clipboard import copy_native
+from tui.config import APP_NAME, DEFAULT_THEME, AppConfig, config_path, load_config, save_config
+from tui.messages import CopyText, EngineReady, EngineRequest, RewindRequested, SettingsChanged, StopGeneration
+from tui.pacing import DrainPacer
+from tui.panes.chat import ChatPane
+from tui.panes.music import MusicPane
+from tui.panes.state import StatePane
+from tui.protocol import (
+    ChatSettings, ConversationInfo, Edit, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, Notice,
+    PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, Send, Stats, TranscriptReplaced,
+    TranscriptTruncated, TurnStarted,
+)
+from tui.screens.help import HelpScreen
+from tui.screens.path_prompt import PathPrompt
+from tui.theming import load_themes, stylesheets
+from tui.widgets.load_progress import LoadProgress
+from tui.widgets.model_bar import ModelBar
+from tui.widgets.status_line import StatusLine
+from tui.worker import EngineWorker
+
+#: Seconds between safety checks of the outbox (normally the engine's wake-up message comes first).
+SAFETY_POLL = 1.0
+#: GIL switch interval while the app runs. The engine thread releases the GIL many times per
+#: token (every kernel call); with Python's default 5 ms, each time the UI thread holds the GIL the
+#: engine may wait a full 5 ms to get it back, which cost 20-40 % of a 0.1B model's speed in
+#: bench_ui_overhead.py. 0.2 ms keeps those waits negligible.
+GIL_SWITCH_INTERVAL = 0.0002
+#: Seconds to wait after the last settings change before writing the config file.
+SAVE_DELAY = 0.5
+PANES = ("chat", "music", "state")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """What the command line asked for. ``model`` None means the built-in demo models."""
+
+    model: str | None = None
+    music_model: str | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    tokenizer: str | None = None
+    state: str | None = None
+    config_path: Path | None = None
+    #: Load the built-in demo models for roles without an explicit path.
+    use_demo_models: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "LaunchOptions":
+        return cls(
+            model=getattr(args, "model", None), music_model=getattr(args, "music_model", None),
+            device=getattr(args, "device", "auto") or "auto", dtype=getattr(args, "dtype", None),
+            tokenizer=getattr(args, "tokenizer", None), state=getattr(args, "state", None),
+        )
+
+
+def log_path() -> Path:
+    return Path(platformdirs.user_state_dir(APP_NAME)) / "rwkv-tui.log"
+
+
+class RwkvApp(App[int]):
+    TITLE = "rwkv-tui"
+    CSS_PATH = stylesheets()
+    BINDINGS = bindings_for("app")
+    NOTIFICATION_TIMEOUT = 6
+    #: Start typing at once (otherwise the first focusable widget, the tab bar, gets the keys).
+    AUTO_FOCUS = "#prompt"
+
+    def __init__(self, options: LaunchOptions | None = None) -> None:
+        super().__init__()
+        self.options = options or LaunchOptions()
+        self.config_file = self.options.config_path or config_path()
+        loaded = load_config(self.config_file)
+        self.config: AppConfig = loaded.config
+        self._config_corrupt = loaded.corrupt
+        self._startup_problems: list[str] = list(loaded.problems)
+        self.chat_settings = ChatSettings(
+            params=self.config.sampling, system=self.config.system_prompt, think=self.config.think,
+        )
+        themes, theme_problems = load_themes()
+        self._startup_problems += theme_problems
+        for theme in themes:
+            self.register_theme(theme)
+        if self.config.theme in self.available_themes:
+            self.theme = self.config.theme
+        else:
+            self._startup_problems.append(f"{self.config_file}: unknown theme {self.config.theme!r}; using {DEFAULT_THEME}")
+            self.theme = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
+        self.set_keymap(self.config.keymap)
+        self.worker = EngineWorker(log_path=log_path())
+        self.worker.outbox.on_ready = self._engine_has_events
+        #: At most one drain is scheduled at a time; the timer when it waits for the pacer.
+        self._drain_pending = False
+        self._drain_timer: Timer | None = None
+        self._pacer = DrainPacer()
+        self._save_timer: Timer | None = None
+        #: Roles whose built-in demo model is being loaded (a missing demo is reported once).
+        self._demo_roles: set[Role] = set()
+        self._load_started: dict[Role, float] = {}
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield ModelBar(id="model-bar")
+        with TabbedContent(id="panes", initial="chat"):
+            with TabPane("Chat", id="chat"):
+                yield ChatPane(self.chat_settings, id="chat-pane")
+            with TabPane("Music", id="music"):
+                yield MusicPane(id="music-pane")
+            with TabPane("State", id="state"):
+                yield StatePane(id="state-pane")
+        yield LoadProgress(id="load-progress")
+        yield StatusLine(id="status-line")
+        yield Footer()
+
+    @property
+    def chat_pane(self) -> ChatPane:
+        return self.query_one("#chat-pane", ChatPane)
+
+    @property
+    def music_pane(self) -> MusicPane:
+        return self.query_one("#music-pane", MusicPane)
+
+    @property
+    def state_pane(self) -> StatePane:
+        return self.query_one("#state-pane", StatePane)
+
+    def on_mount(self) -> None:
+        if self._startup_problems:
+            # One notification, however many problems: the first line says what happened.
+            more = len(self._startup_problems) - 1
+            message = self._startup_problems[0] + (f" (+{more} more problem{'s' if more > 1 else ''})" if more else "")
+            self.notify(message, title="Settings", severity="warning", timeout=10)
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self._previous_switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        self.worker.start()
+        self.set_interval(SAFETY_POLL, self._schedule_drain, name="engine-safety-poll")
+        self._start_loads()
+        self.chat_pane.prompt.focus()
+
+    def _start_loads(self) -> None:
+        o = self.options
+        if o.model or o.use_demo_models:
+            self._load("chat", o.model, demo_kinds=("chat",), state=o.state)
+        else:
+            self.query_one(ModelBar).set_status("chat", "none — Ctrl+O loads a .pth file")
+        if o.music_model or o.use_demo_models:
+            self._load("music", o.music_model, demo_kinds=("midi", "abc"))
+        else:
+            self.query_one(ModelBar).set_status("music", "none")
+            self.music_pane.set_status("none loaded (Ctrl+Shift+O or --music-model PATH)")
+
+    def _load(self, role: Role, path: str | None, demo_kinds: tuple[str, ...] = (), state: str | None = None) -> None:
+        if path is None:
+            self._demo_roles.add(role)
+        else:
+            self._demo_roles.discard(role)
+        self._load_started[role] = time.perf_counter()
+        self.query_one(ModelBar).set_status(role, "loading…")
+        self.worker.submit(LoadModel(
+            role, path, device=self.options.device, dtype=self.options.dtype,
+            tokenizer=self.options.tokenizer if role == "chat" else None,
+            demo_kinds=demo_kinds, state_path=state,
+        ))
+
+    async def on_unmount(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.stop()
+        sys.setswitchinterval(getattr(self, "_previous_switch_interval", sys.getswitchinterval()))
+        if self._save_timer is not None:
+            self._save_timer.stop()
+            self._save_config()
+        self.worker.close()
+
+    # ------------------------------------------------------------------ engine → UI
+
+    def _engine_has_events(self) -> None:
+        """Called on the engine thread when its outbox stops being empty: wake the UI once."""
+        self.post_message(EngineReady())
+
+    @on(EngineReady)
+    def _schedule_drain(self) -> None:
+        """Drain now, or when the pacer allows while a reply streams (deltas merge meanwhile)."""
+        if not len(self.worker.outbox):
+            return
+        busy = self.worker.busy
+        if self._drain_pending:
+            if busy or self._drain_timer is None:
+                return
+            # The reply ended while a paced drain was waiting: show the end now.
+            self._drain_timer.stop()
+            self._drain_timer = None
+            self.call_later(self._drain_engine)
+            return
+        self._drain_pending = True
+        delay = self._pacer.wait() if busy else 0.0
+        if delay > 0:
+            self._drain_timer = self.set_timer(delay, self._drain_engine, name="engine-drain")
+        else:
+            self.call_later(self._drain_engine)
+
+    async def _drain_engine(self) -> None:
+        self._drain_pending = False
+        self._drain_timer = None
+        streaming = self.worker.busy
+        events = self.worker.drain()
+        if not events:
+            return
+        try:
+            with self.batch_update():
+                for event in events:
+                    if isinstance(event, TurnStarted):
+                        self._pacer.reset()
+                    await self.handle_engine_event(event)
+        except NoMatches:
+            return  # the app is shutting down and its widgets are gone
+        if streaming:
+            self._pacer.updated()
+
+    async def handle_engine_event(self, event: Event) -> None:
+        chat = self.chat_pane
+        if isinstance(event, ReplyDelta):
+            await chat.on_reply_delta(event)
+        elif isinstance(event, Stats):
+            self.query_one(StatusLine).show(event)
+        elif isinstance(event, TurnStarted):
+            await chat.on_turn_started(event)
+        elif isinstance(event, ReplyFinished):
+            await chat.on_reply_finished(event)
+        elif isinstance(event, ReplyFailed):
+            await chat.on_reply_failed(event)
+        elif isinstance(event, PromptRejected):
+            chat.on_prompt_rejected(event)
+        elif isinstance(event, TranscriptTruncated):
+            await chat.on_transcript_truncated(event)
+        elif isinstance(event, TranscriptReplaced):
+            await chat.on_transcript_replaced(event)
+        elif isinstance(event, ConversationInfo):
+            self.state_pane.set_conversation(event)
+            if not chat.generating:
+                self.query_one(StatusLine).set_state_size(event.state_bytes, event.tokens_seen)
+        elif isinstance(event, ModelLoading):
+            self.query_one(LoadProgress).show(event)
+        elif isinstance(event, ModelLoaded):
+            self._model_loaded(event)
+        elif isinstance(event, ModelLoadFailed):
+            self._model_load_failed(event)
+        elif isinstance(event, Notice):
+            self.notify(event.message, severity=event.severity, timeout=8 if event.severity == "error" else 5)
+
+    def _model_loaded(self, event: ModelLoaded) -> None:
+        s = event.summary
+        self.query_one(LoadProgress).done()
+        self.query_one(ModelBar).set_model(s)
+        if s.role == "chat":
+            self.chat_pane.has_model = True
+            self.state_pane.set_model(s)
+            self.query_one(StatusLine).set_state_size(s.state_bytes, 0)
+        else:
+            self.music_pane.set_model(s)
+        seconds = time.perf_counter() - self._load_started.get(s.role, time.perf_counter())
+        if not s.demo:
+            self.notify(f"{s.role.capitalize()} model {s.name} loaded on {s.device} ({s.dtype}) in {seconds:.1f} s", timeout=4)
+
+    def _model_load_failed(self, event: ModelLoadFailed) -> None:
+        self.query_one(LoadProgress).done()
+        bar = self.query_one(ModelBar)
+        loaded = bar.chat if event.role == "chat" else bar.music
+        if loaded is None:
+            bar.set_status(event.role, "none — Ctrl+O loads a .pth file" if event.role == "chat" else "none")
+        if event.role == "music":
+            self.music_pane.set_status(f"none loaded ({event.message})")
+        demo = event.role in self._demo_roles
+        self._demo_roles.discard(event.role)
+        if demo and event.role == "music":
+            # A missing music demo shows in the header and the music pane; the one notification
+            # about missing demo models comes from the chat side.
+            return
+        self.notify(event.message, title=f"Could not load the {event.role} model", severity="error", timeout=10)
+
+    # ------------------------------------------------------------------ UI → engine
+
+    @on(EngineRequest)
+    def _engine_request(self, message: EngineRequest) -> None:
+        if isinstance(message.command, (Send, Regenerate, Edit)):
+            self._pacer.reset()  # the new reply's first words show at once
+        self.worker.submit(message.command)
+
+    @on(StopGeneration)
+    def _stop_generation(self) -> None:
+        self.worker.stop()
+
+    @on(RewindRequested)
+    def _rewind(self, message: RewindRequested) -> None:
+        if self.chat_pane.generating:
+            self.notify("Stop the reply being generated first (Esc).", severity="warning", timeout=3)
+            return
+        self.worker.submit(Rewind(message.index))
+        self.notify(f"Rewound to the state before turn {message.index + 1}.", timeout=3)
+
+    @on(CopyText)
+    def _copy(self, message: CopyText) -> None:
+        if not message.text:
+            self.notify(f"The {message.what} is empty.", severity="warning", timeout=3)
+            return
+        self.copy_to_clipboard(message.text)  # OSC 52: reaches the terminal's clipboard, even over SSH
+        self._copy_native(message.text, message.what)
+
+    @work(thread=True, group="clipboard", exit_on_error=False)
+    def _copy_native(self, text: str, what: str) -> None:
+        tool = copy_native(text)
+        via = f"terminal and {tool}" if tool else "terminal (OSC 52)"
+        self.call_from_thread(self.notify, f"Copied the {what} ({len(text):,} characters) via the {via}.", timeout=3)
+
+    @on(SettingsChanged)
+    def _settings_changed(self, message: SettingsChanged) -> None:
+        self.chat_settings = message.settings
+        self.config = replace(
+            self.config, sampling=message.settings.params, system_prompt=message.settings.system,
+            think=message.settings.think,
+        )
+        self._schedule_save()
+
+    def _theme_changed(self, theme: object) -> None:
+        name = getattr(theme, "name", None)
+        if isinstance(name, str) and name != self.config.theme:
+            self.config = replace(self.config, theme=name)
+            self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.stop()
+        self._save_timer = self.set_timer(SAVE_DELAY, self._save_config, name="save-config")
+
+    def _save_config(self) -> None:
+        self._save_timer = None
+        try:
+            save_config(self.config, self.config_file, keep_corrupt=self._config_corrupt)
+            self._config_corrupt = False
+        except OSError as exc:
+            self.notify(f"{self.config_file}: settings not saved ({exc.strerror or exc})", severity="warning")
+
+    # ------------------------------------------------------------------ actions
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        self.push_screen(HelpScreen(dict(self.config.keymap), str(self.config_file)))
+
+    def action_show_pane(self, pane: str) -> None:
+        if pane not in PANES:
+            return
+        self.query_one("#panes", TabbedContent).active = pane
+        # Focus must follow: a focused widget left in a hidden pane would switch the tabs back.
+        if pane == "chat":
+            self.chat_pane.prompt.focus()
+        elif pane == "state":
+            self.state_pane.query_one("#snapshots").focus()
+        else:
+            focusable = [w for w in self.music_pane.query("*") if w.focusable]
+            self.set_focus(focusable[0] if focusable else None)
+
+    def action_load_model(self) -> None:
+        self._ask_for_model("chat")
+
+    def action_load_music_model(self) -> None:
+        self._ask_for_model("music")
+
+    def _ask_for_model(self, role: Role) -> None:
+        note = ""
+        if role == "chat" and self.chat_pane.turn_count:
+            note = "Loading a new chat model starts a new conversation (export this one first: Ctrl+S)."
+        start = str(Path.cwd()) + "/"
+
+        def chosen(path: str | None) -> None:
+            if path:
+                if role == "chat" and self.chat_pane.generating:
+                    self.worker.stop()
+                self._load(role, path)
+
+        title = "Load a chat model (.pth)" if role == "chat" else "Load a music model (.pth, ABC or MIDI tokens)"
+        self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth",), note=note), chosen)
+
+    # ------------------------------------------------------------------ command palette
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        ours = {"Quit", "Theme", "Keys"}
+        for command in super().get_system_commands(screen):
+            if command.title not in ours:
+                yield command
+        yield SystemCommand("Theme", "Pick a colour theme (saved for next time)", self.action_change_theme)
+        for spec in ACTIONS:
+            if not spec.palette or spec.id == "app.theme":
+                continue
+            keys = format_keys(effective_keys(spec.id, self.config.keymap))
+            title = spec.palette_title if spec.scope == "app" else f"Chat: {spec.palette_title}"
+            target = self if spec.scope == "app" else self.chat_pane
+            yield SystemCommand(title, f"{spec.help} ({keys})", partial(self.run_action, spec.action, target))
+        yield SystemCommand(
+            "State: Rewind the conversation", "Pick a snapshot in the state pane to return to",
+            partial(self.action_show_pane, "state"),
+        )
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Run the full-screen app with the command line's choices; returns the exit status."""
+    app = RwkvApp(LaunchOptions.from_args(args))
+    app.run()
+    return int(app.return_code or 0)

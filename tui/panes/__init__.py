@@ -1,0 +1,1 @@
+"""Panes: the Chat, Music and State areas of the app, one module each."""

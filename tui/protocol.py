@@ -1,0 +1,311 @@
+"""The vocabulary between the UI and the engine thread: commands in, events out, and the buffer.
+
+Both directions are plain frozen dataclasses (no Textual, no torch), so either side can be tested
+alone. The :class:`Outbox` merges what piles up between two UI frames: consecutive text deltas of a
+reply become one event, and only the newest statistics and loading progress are kept, so the UI's
+cost per frame does not grow with the engine's speed.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Literal, Union
+
+from engine import SamplingParams, ThinkMode
+
+if TYPE_CHECKING:
+    from engine import Model, Tokenizer
+
+Role = Literal["chat", "music"]
+Severity = Literal["information", "warning", "error"]
+
+
+# ---------------------------------------------------------------------------- commands (UI → engine)
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    """Load a model for a role. ``path`` None means the built-in demo model ``demo_kind``."""
+
+    role: Role
+    path: str | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    tokenizer: str | None = None
+    demo_kinds: tuple[str, ...] = ("chat",)
+    #: A state file to start the chat from (``--state``).
+    state_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """What the settings panel controls; sent with every generation so the latest values apply."""
+
+    params: SamplingParams = field(default_factory=SamplingParams)
+    system: str = ""
+    think: ThinkMode = ThinkMode.OFF
+
+
+@dataclass(frozen=True)
+class Send:
+    text: str
+    settings: ChatSettings
+
+
+@dataclass(frozen=True)
+class Regenerate:
+    settings: ChatSettings
+
+
+@dataclass(frozen=True)
+class Edit:
+    index: int
+    text: str
+    settings: ChatSettings
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """Go back to the moment before turn ``index`` (it and every later turn are dropped)."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class NewConversation:
+    system: str = ""
+
+
+@dataclass(frozen=True)
+class Export:
+    path: str
+    format: Literal["markdown", "json"]
+
+
+@dataclass(frozen=True)
+class SaveState:
+    """Write the live chat state to a state file (engine.state_io format)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class LoadState:
+    """Continue the chat from a state file: a new conversation starting from that state."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class _Shutdown:
+    """Ends the engine thread (sent by ``EngineWorker.close``)."""
+
+
+Command = Union[LoadModel, Send, Regenerate, Edit, Rewind, NewConversation, Export, SaveState, LoadState, _Shutdown]
+_GENERATING_COMMANDS = (Send, Regenerate, Edit)
+
+
+# ---------------------------------------------------------------------------- events (engine → UI)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What the header, panes and status line show about a loaded model."""
+
+    role: Role
+    name: str
+    path: str
+    device: str
+    dtype: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    head_size: int
+    vocab: int
+    n_params: int
+    state_bytes: int
+    tokenizer: str
+    kernels: str
+    demo: bool
+
+    @classmethod
+    def of(cls, role: Role, model: Model, tokenizer: Tokenizer, demo: bool) -> "ModelSummary":
+        i = model.info
+        return cls(
+            role=role, name=i.name, path=i.path, device=i.device, dtype=i.dtype, n_layer=i.n_layer,
+            n_embd=i.n_embd, n_head=i.n_head, head_size=i.head_size, vocab=i.vocab,
+            n_params=i.n_params, state_bytes=i.state_bytes, tokenizer=tokenizer.name,
+            kernels=i.kernels, demo=demo,
+        )
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    role: Role
+    path: str
+    stage: str
+    #: 0..1 while the file is read, None while the model is being built (indeterminate).
+    fraction: float | None
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    summary: ModelSummary
+
+
+@dataclass(frozen=True)
+class ModelLoadFailed:
+    role: Role
+    message: str
+
+
+@dataclass(frozen=True)
+class TurnView:
+    """A finished or running turn as the chat and the snapshot list show it."""
+
+    index: int
+    user: str
+    reply: str
+    stop_reason: str | None
+    generated_tokens: int
+    tokens_per_second: float
+    #: Whether the state before this turn is kept in memory (rewinding there is instant).
+    has_snapshot: bool
+    #: Tokens the state had consumed before this turn.
+    tokens_before: int | None
+    #: Tokens a rewind to this turn must re-feed when its snapshot was evicted (0 when kept).
+    replay_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TranscriptTruncated:
+    """Turns from ``keep`` on are gone (regenerate, edit, rewind)."""
+
+    keep: int
+
+
+@dataclass(frozen=True)
+class TranscriptReplaced:
+    """The whole conversation changed (new model, new conversation)."""
+
+    turns: tuple[TurnView, ...]
+
+
+@dataclass(frozen=True)
+class TurnStarted:
+    index: int
+    user: str
+    #: Text the prompt put in the assistant's mouth (e.g. "<think"), shown before the reply.
+    reply_prefix: str
+
+
+@dataclass(frozen=True)
+class ReplyDelta:
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ReplyFinished:
+    turn: TurnView
+
+
+@dataclass(frozen=True)
+class ReplyFailed:
+    """The engine failed mid-reply: the turn was removed and its text goes back to the prompt."""
+
+    index: int
+    user: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PromptRejected:
+    """A message could not be sent (no model yet, busy…): give the text back to the prompt."""
+
+    text: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    generating: bool
+    tokens_per_second: float
+    time_to_first_token: float | None
+    generated_tokens: int
+    prompt_tokens: int
+    state_bytes: int
+    tokens_seen: int
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """For the state pane: the snapshot list and the numbers of the live state."""
+
+    turns: tuple[TurnView, ...]
+    tokens_seen: int
+    state_bytes: int
+    snapshots_kept: int
+    snapshot_bytes: int
+    snapshot_budget: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    severity: Severity
+    message: str
+
+
+Event = Union[
+    ModelLoading, ModelLoaded, ModelLoadFailed, TranscriptTruncated, TranscriptReplaced, TurnStarted,
+    ReplyDelta, ReplyFinished, ReplyFailed, PromptRejected, Stats, ConversationInfo, Notice,
+]
+
+
+class Outbox:
+    """Thread-safe event buffer with merging, drained by the UI.
+
+    ``on_ready`` (optional) is called, from the producing thread, whenever the buffer goes from
+    empty to non-empty: the UI uses it to post itself one wake-up message, so it neither polls
+    nor hears from the engine more than once per drain, however fast tokens come. Events that
+    end something the user waits for (a finished reply, an error) call it again even if the
+    buffer was not empty, so the UI shows them at once instead of at its next paced update.
+    """
+
+    _LATEST_ONLY = (Stats, ModelLoading)
+    _URGENT = (ReplyFinished, ReplyFailed, PromptRejected, ModelLoaded, ModelLoadFailed, Notice)
+
+    def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._events: list[Event] = []
+        self.on_ready = on_ready
+
+    def put(self, event: Event) -> None:
+        with self._lock:
+            events = self._events
+            was_empty = not events
+            if isinstance(event, ReplyDelta) and events:
+                last = events[-1]
+                if isinstance(last, ReplyDelta) and last.index == event.index:
+                    events[-1] = ReplyDelta(event.index, last.text + event.text)
+                    return
+            if isinstance(event, self._LATEST_ONLY):
+                # Only the newest matters; drop an older one still waiting.
+                for i in range(len(events) - 1, -1, -1):
+                    if type(events[i]) is type(event):
+                        del events[i]
+                        break
+            events.append(event)
+        if self.on_ready is not None and (was_empty or isinstance(event, self._URGENT)):
+            self.on_ready()
+
+    def drain(self) -> list[Event]:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._events)

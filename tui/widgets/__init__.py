@@ -1,0 +1,1 @@
+"""Reusable Textual widgets: each in its own module, styled with theme variables."""
