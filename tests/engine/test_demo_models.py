@@ -12,7 +12,7 @@ import json
 import pytest
 
 import engine
-from engine.demo_models import DEMO_MODELS, MODELS_DIR, demo_model_path
+from engine.demo_models import DEMO_MODELS, MODELS_DIR, demo_model_path, suggested_sampling
 from tests.helpers import require_tool
 from tools.train import gates
 
@@ -45,6 +45,17 @@ def test_demo_model_loads_and_picks_its_tokenizer(kind: str) -> None:
     assert model.config.vocab == tokenizer.vocab_size
     logits, _ = model.forward(tokenizer.encode("User: hi") if kind == "chat" else [tokenizer.end_token or 0])
     assert logits.isfinite().all()
+
+
+def test_chat_demo_model_suggests_greedy_sampling_without_penalties() -> None:
+    params = suggested_sampling(demo_model_path("chat"))
+    assert params is not None
+    assert params.top_p == 0.0 and params.presence_penalty == 0.0 and params.frequency_penalty == 0.0
+    assert gates.GREEDY.with_(max_tokens=params.max_tokens, seed=None) == params.with_(seed=None)
+
+
+def test_suggested_sampling_is_none_without_a_sidecar(tmp_path) -> None:
+    assert suggested_sampling(tmp_path / "model.pth") is None
 
 
 @pytest.mark.slow
