@@ -19,6 +19,9 @@ from tools.train import gates
 #: All demo weights together must stay small enough to ship inside the package.
 MAX_TOTAL_BYTES = 20_000_000
 TOKENIZERS = {"chat": "bytes", "abc": "abc", "midi": "midi"}
+#: The music gates sample 100 pieces in the model cards (minutes each); CI checks the first 30 of
+#: the same seeded series against the same pass rate, which keeps the suite within its time budget.
+CI_SAMPLES = 30
 
 
 def test_every_demo_model_ships_with_sidecar_and_card_within_budget() -> None:
@@ -69,11 +72,11 @@ def test_chat_gate_exact_answers_on_heldout_questions() -> None:
 @pytest.mark.system_tools
 def test_abc_gate_tunes_convert_to_at_least_eight_bars() -> None:
     require_tool("abc2midi")
-    result = gates.abc_gate(demo_model_path("abc"), n=100, seed=0)
-    assert result.passed_items >= 90, result.report()
+    result = gates.abc_gate(demo_model_path("abc"), n=CI_SAMPLES, seed=0)
+    assert result.score >= gates.ABC_THRESHOLD, result.report()
 
 
 @pytest.mark.slow
 def test_midi_gate_pieces_last_ten_seconds_without_invalid_tokens() -> None:
-    result = gates.midi_gate(demo_model_path("midi"), n=100, seed=0)
-    assert result.passed_items >= 90, result.report()
+    result = gates.midi_gate(demo_model_path("midi"), n=CI_SAMPLES, seed=0)
+    assert result.score >= gates.MIDI_THRESHOLD, result.report()
