@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from engine.errors import EngineError
 from tui.actions import ACTIONS, bindings_for, effective_keys, format_keys
 from tui.clipboard import copy_native
 from tui.config import APP_NAME, DEFAULT_THEME, AppConfig, config_path, load_config, save_config
@@ -367,6 +368,8 @@ class RwkvApp(App[int]):
             self._config_corrupt = False
         except OSError as exc:
             self.notify(f"{self.config_file}: settings not saved ({exc.strerror or exc})", severity="warning")
+        except EngineError as exc:
+            self.notify(f"settings not saved: {exc}", severity="warning")
 
     # ------------------------------------------------------------------ actions
 

@@ -18,8 +18,8 @@ from typing import Any
 import platformdirs
 
 from engine import EngineError, SamplingParams, ThinkMode
+from engine.atomic import atomic_write_text
 from tui.actions import ACTION_IDS
-from tui.files import atomic_write_text
 
 APP_NAME = "rwkv-tui"
 DEFAULT_THEME = "rwkv-dark"

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import engine
 from engine import Conversation, EngineError, Generation, Model, ThinkMode, Tokenizer
+from engine.atomic import atomic_write_text
 from engine.chat import clean_message
 from engine.demo_models import demo_model_path
-from tui.files import atomic_write_text
 from tui.protocol import (
     _GENERATING_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
     ModelLoaded, ModelLoadFailed, ModelLoading, ModelSummary, NewConversation, Notice, Outbox,
@@ -402,10 +402,7 @@ class EngineWorker:
         if not conversation.turns:
             raise EngineError("nothing to export: the conversation is empty")
         text = conversation.to_json() if command.format == "json" else conversation.to_markdown()
-        try:
-            written = atomic_write_text(command.path, text if text.endswith("\n") else text + "\n")
-        except OSError as exc:
-            raise EngineError(f"{command.path}: cannot write ({exc.strerror or exc})") from None
+        written = atomic_write_text(command.path, text if text.endswith("\n") else text + "\n")
         self._emit(Notice("information", f"Exported the conversation to {written}"))
 
 

@@ -48,3 +48,16 @@ def test_invalid_sampling_setting_is_one_line_error(tiny_checkpoint: Path, capsy
     code = main(["generate", "--model", str(tiny_checkpoint), "--prompt", "x", "--top-p", "3"])
     assert code == 1
     assert "top_p must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_reader_closing_the_pipe_ends_quietly(tiny_checkpoint: Path) -> None:
+    """`rwkv-tui generate ... | head -c 1`: no traceback, no error status for a reader that left."""
+    command = [sys.executable, "-m", "tui.cli", "generate", "--model", str(tiny_checkpoint), "--tokenizer", "bytes",
+               "--prompt", "Hi", "--max-tokens", "400", "--seed", "2"]
+    writer = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stderr is not None
+    writer.stdout.read(1)
+    writer.stdout.close()
+    stderr = writer.stderr.read().decode()
+    assert writer.wait(timeout=300) == 0
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
