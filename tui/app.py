@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from engine.demo_models import suggested_sampling
 from engine.errors import EngineError
 from tui.actions import ACTIONS, bindings_for, effective_keys, format_keys
 from tui.clipboard import copy_native
@@ -35,9 +36,9 @@ from tui.panes.chat import ChatPane
 from tui.panes.music import MusicPane
 from tui.panes.state import StatePane
 from tui.protocol import (
-    ChatSettings, ConversationInfo, Edit, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, Notice,
-    PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, Send, Stats, TranscriptReplaced,
-    TranscriptTruncated, TurnStarted,
+    ChatSettings, ConversationInfo, Edit, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, ModelSummary,
+    Notice, PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, Send, Stats,
+    TranscriptReplaced, TranscriptTruncated, TurnStarted,
 )
 from tui.protocol import AutosaveSession, BranchesInfo, InspectorUpdate, ResumeSession, SessionAvailable, StateDiffReady
 from tui.screens.help import HelpScreen
@@ -128,6 +129,8 @@ class RwkvApp(App[int]):
         self._save_timer: Timer | None = None
         #: Roles whose built-in demo model is being loaded (a missing demo is reported once).
         self._demo_roles: set[Role] = set()
+        #: The chat runs with the demo model's suggested sampling (see _match_sampling_to).
+        self._demo_sampling = False
         self._load_started: dict[Role, float] = {}
 
     # ------------------------------------------------------------------ layout
@@ -329,6 +332,7 @@ class RwkvApp(App[int]):
         self.query_one(ModelBar).set_model(s)
         if s.role == "chat":
             self.chat_pane.has_model = True
+            self._match_sampling_to(s)
             self.state_pane.set_model(s)
             self.query_one(StatusLine).set_state_size(s.state_bytes, 0)
         else:
@@ -336,6 +340,22 @@ class RwkvApp(App[int]):
         seconds = time.perf_counter() - self._load_started.get(s.role, time.perf_counter())
         if not s.demo:
             self.notify(f"{s.role.capitalize()} model {s.name} loaded on {s.device} ({s.dtype}) in {seconds:.1f} s", timeout=4)
+
+    def _match_sampling_to(self, summary: ModelSummary) -> None:
+        """Use a demo model's own sampling while it is loaded, the user's defaults otherwise.
+
+        The byte-level chat demo answers correctly only when decoded greedily without penalties
+        (its sidecar says so); general chat defaults would garble it. The user's configured
+        sampling is not overwritten and comes back when a real model is loaded.
+        """
+        params = suggested_sampling(summary.path) if summary.demo else None
+        if params is None and not self._demo_sampling:
+            return
+        self._demo_sampling = params is not None
+        settings = replace(self.chat_settings, params=params or self.config.sampling)
+        if settings != self.chat_settings:
+            self.chat_settings = settings
+            self.chat_pane.apply_settings(settings)
 
     def _model_load_failed(self, event: ModelLoadFailed) -> None:
         self.query_one(LoadProgress).done()
@@ -390,8 +410,11 @@ class RwkvApp(App[int]):
     @on(SettingsChanged)
     def _settings_changed(self, message: SettingsChanged) -> None:
         self.chat_settings = message.settings
+        # Sampling edited for the demo model is kept for this session only: saving it would
+        # make the demo's greedy decoding everyone's default for real models.
+        sampling = self.config.sampling if self._demo_sampling else message.settings.params
         self.config = replace(
-            self.config, sampling=message.settings.params, system_prompt=message.settings.system,
+            self.config, sampling=sampling, system_prompt=message.settings.system,
             think=message.settings.think,
         )
         self._schedule_save()
