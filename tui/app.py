@@ -77,6 +77,8 @@ class LaunchOptions:
     use_demo_models: bool = True
     #: Save the conversation on exit and offer to resume it next time (engine.session).
     autosave: bool = True
+    #: How a time_state file given as ``state`` is read (engine.time_state.Orientation).
+    state_orientation: str = "as-stored"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LaunchOptions":
@@ -84,6 +86,8 @@ class LaunchOptions:
             model=getattr(args, "model", None), music_model=getattr(args, "music_model", None),
             device=getattr(args, "device", "auto") or "auto", dtype=getattr(args, "dtype", None),
             tokenizer=getattr(args, "tokenizer", None), state=getattr(args, "state", None),
+            autosave=not getattr(args, "no_autosave", False),
+            state_orientation=getattr(args, "state_orientation", None) or "as-stored",
         )
 
 
@@ -196,7 +200,7 @@ class RwkvApp(App[int]):
         self.worker.submit(LoadModel(
             role, path, device=self.options.device, dtype=self.options.dtype,
             tokenizer=self.options.tokenizer if role == "chat" else None,
-            demo_kinds=demo_kinds, state_path=state,
+            demo_kinds=demo_kinds, state_path=state, state_orientation=self.options.state_orientation,
         ))
 
     async def on_unmount(self) -> None:

@@ -37,6 +37,8 @@ class LoadModel:
     demo_kinds: tuple[str, ...] = ("chat",)
     #: A state file to start the chat from (``--state``).
     state_path: str | None = None
+    #: How ``state_path`` is read when it is a state-tuning time_state file.
+    state_orientation: str = "as-stored"
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@ class EngineWorker:
             initial_state = model.bundled_state
             if command.state_path:
                 try:
-                    initial_state = self._read_state_file(command.state_path, model)
+                    initial_state = self._read_state_file(command.state_path, model, command.state_orientation)
                 except EngineError as exc:
                     # The model is fine: start from its own initial state and say why.
                     self._emit(Notice("error", f"{exc}; starting from the model's initial state"))
@@ -282,12 +282,12 @@ class EngineWorker:
         return engine.load_model(path, device=device, dtype=dtype)
 
     @staticmethod
-    def _read_state_file(path: str, model: Model) -> engine.State:
+    def _read_state_file(path: str, model: Model, orientation: str = "as-stored") -> engine.State:
         """Start state from a file (``--state``): rwkv-tui state or session files, or a state-tuning
-        time_state file (read as stored), checked against the model by the engine."""
+        time_state file read in ``orientation``, checked against the model by the engine."""
         from engine.session import load_start_state
 
-        return load_start_state(Path(path).expanduser(), model)
+        return load_start_state(Path(path).expanduser(), model, orientation=orientation)
 
     def _save_state(self, command: SaveState) -> None:
         from engine import state_io

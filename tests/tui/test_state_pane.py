@@ -315,3 +315,21 @@ async def test_autosave_on_exit_and_resume_on_the_next_start(make_app, tiny_mode
         await pilot.press("f4", "u")
         await wait_until(pilot, lambda: len(fresh.worker.conversation.turns) == 3, what="the later resume")
         await wait_until(pilot, lambda: len(fresh.chat_pane.views()) == 6)
+
+
+async def test_state_flag_reads_a_time_state_file_in_the_asked_orientation(make_app, tiny_model, tmp_path: Path) -> None:
+    from tui.app import LaunchOptions
+    from tui.cli import build_parser
+
+    wkv = _random_wkv(tiny_model, 5)
+    zero = tiny_model.zero_state()
+    tuned = export_time_state(tmp_path / "t.pth", State(zero.att_x, wkv, zero.ffn_x))
+    args = build_parser([]).parse_args(["--state", str(tuned), "--state-orientation", "transposed", "--no-autosave"])
+    options = LaunchOptions.from_args(args)
+    assert options.state_orientation == "transposed" and not options.autosave
+    app = make_app(state=str(tuned), state_orientation="transposed", autosave=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot, app)
+        assert torch.equal(app.worker.conversation.state.wkv, wkv.transpose(-1, -2))
+        await chat(pilot, app, "not kept")
+    assert not autosave_path(tiny_model).exists()  # --no-autosave
