@@ -1,5 +1,5 @@
 """The state inspector pane with the real engine on the tiny model: live numbers, diff, fork,
-rewind, time_state import/export, bad files, autosave and resume."""
+rewind, time_state import/export, bad files, autosave and resume, palette entries."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from engine.state import State
 from engine.state_stats import state_diff, state_stats
 from engine.time_state import Orientation, export_time_state, import_time_state
 from tests.tui.conftest import start, wait_idle, wait_until
-from tui.protocol import Send
 from tui.messages import EngineRequest
+from tui.protocol import Send
+from tui.screens.path_prompt import PathPrompt
 from tui.screens.resume_prompt import ResumePrompt
 from tui.screens.state_file_prompt import StateFilePrompt
 
@@ -333,3 +334,23 @@ async def test_state_flag_reads_a_time_state_file_in_the_asked_orientation(make_
         assert torch.equal(app.worker.conversation.state.wkv, wkv.transpose(-1, -2))
         await chat(pilot, app, "not kept")
     assert not autosave_path(tiny_model).exists()  # --no-autosave
+
+
+async def test_state_actions_run_from_the_palette_and_the_chat(make_app, tmp_path: Path) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot, app)
+        await chat(pilot, app, "one")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"State: Diff")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        pane = app.state_pane
+        await wait_until(pilot, lambda: pane.showing == "diff" and pane.diff_view.diff is not None, what="the diff")
+        assert app.query_one("#panes").active == "state"
+        assert pane.diff_view.summary_text().startswith("before turn 1 (0 tokens) vs live")
+        await pilot.press("f2", "ctrl+p")
+        await pilot.press(*"Chat: Save state")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the save dialog")
