@@ -118,7 +118,7 @@ class EngineInspector:
         elif isinstance(command, AutosaveSession):
             self.autosave(conversation)
         elif isinstance(command, ResumeSession):
-            self._resume(conversation, command.path)
+            self._resume(conversation, command.path, command.allow_other_model)
 
     def _resolve(self, conversation: Conversation, ref: StateRef) -> State:
         if ref.kind == "live":
@@ -232,7 +232,7 @@ class EngineInspector:
         if summary is not None:
             self._emit(SessionAvailable(str(summary.path), summary.describe()))
 
-    def _resume(self, conversation: Conversation, path: str) -> None:
+    def _resume(self, conversation: Conversation, path: str, allow_other_model: bool = False) -> None:
         from engine.session import autosave_path, load_session
 
         if not path:
@@ -242,7 +242,8 @@ class EngineInspector:
         if conversation.generating:
             raise EngineError("stop the reply being generated first")
         try:
-            resumed = load_session(Path(path).expanduser(), conversation.model, conversation.tokenizer)
+            resumed = load_session(Path(path).expanduser(), conversation.model, conversation.tokenizer,
+                                   allow_other_model=allow_other_model)
         except StateError:
             raise
         except (OSError, ValueError) as exc:

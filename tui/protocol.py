@@ -98,6 +98,8 @@ class LoadState:
     """Continue the chat from a state file: a new conversation starting from that state."""
 
     path: str
+    #: Accept a state saved from other weights of the same shape (e.g. a fine-tune's).
+    allow_other_model: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class ResumeSession:
     """Replace the conversation with a saved session (state, transcript and snapshots)."""
 
     path: str
+    allow_other_model: bool = False
 
 
 @dataclass(frozen=True)

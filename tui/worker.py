@@ -24,6 +24,7 @@ from pathlib import Path
 
 import engine
 from engine import Conversation, EngineError, Generation, Model, ThinkMode, Tokenizer
+from engine.errors import StateModelMismatchError
 from engine.atomic import atomic_write_text
 from engine.chat import clean_message
 from engine.demo_models import demo_model_path
@@ -282,12 +283,15 @@ class EngineWorker:
         return engine.load_model(path, device=device, dtype=dtype)
 
     @staticmethod
-    def _read_state_file(path: str, model: Model, orientation: str = "as-stored") -> engine.State:
+    def _read_state_file(
+        path: str, model: Model, orientation: str = "as-stored", allow_other_model: bool = False,
+    ) -> engine.State:
         """Start state from a file (``--state``): rwkv-tui state or session files, or a state-tuning
         time_state file read in ``orientation``, checked against the model by the engine."""
         from engine.session import load_start_state
 
-        return load_start_state(Path(path).expanduser(), model, orientation=orientation)
+        return load_start_state(Path(path).expanduser(), model, orientation=orientation,
+                                allow_other_model=allow_other_model)
 
     def _save_state(self, command: SaveState) -> None:
         from engine import state_io
@@ -305,10 +309,18 @@ class EngineWorker:
 
         conversation = self._require_conversation()
         path = Path(command.path).expanduser()
-        if state_io.is_state_file(path) and state_io.read_state_info(path).kind == "session":
-            self.inspector.handle(ResumeSession(str(path)))  # a whole conversation: its transcript too
-            return
-        state = self._read_state_file(command.path, conversation.model)  # validated before anything changes
+        try:
+            if state_io.is_state_file(path) and state_io.read_state_info(path).kind == "session":
+                # A whole conversation: its transcript too.
+                self.inspector.handle(ResumeSession(str(path), command.allow_other_model))
+                return
+            # Validated before anything changes.
+            state = self._read_state_file(command.path, conversation.model, allow_other_model=command.allow_other_model)
+        except StateModelMismatchError as exc:
+            raise EngineError(
+                f"{path.name}: saved from other weights (fingerprint {exc.file_fingerprint}; this model is "
+                f"{exc.model_fingerprint}); tick “from other weights” in the Load dialog to load it anyway"
+            ) from None
         conversation.reset(initial_state=state)
         self._emit(TranscriptReplaced(()))
         self._publish_conversation(conversation)

@@ -236,12 +236,23 @@ async def test_time_state_import_lands_and_bad_files_change_nothing(make_app, ti
             assert conversation.turns == turns
         assert not marker.exists()
         assert len(app.chat_pane.views()) == 2
+        assert "from other weights" in next(m for m in notifications(app) if foreign.name in m)
+
+        # The user's call: a state from other weights loads when asked to.
+        await pilot.press("l")
+        app.screen.query_one("#path", Input).value = str(foreign)
+        app.clear_notifications()
+        await pilot.pause(0.05)
+        await pilot.click("#allow-other-model")
+        app.screen.query_one("#path", Input).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.worker.conversation.state.equal(other_state), what="loading anyway")
+        assert not app.worker.conversation.turns
 
         # The good file, read transposed back: our layout holds exactly the original matrices.
         await pilot.press("i")
         await answer_prompt(pilot, app, transposed_file, "transposed")
-        await wait_until(pilot, lambda: not app.worker.conversation.turns, what="the import")
-        assert torch.equal(app.worker.conversation.state.wkv, wkv)
+        await wait_until(pilot, lambda: torch.equal(app.worker.conversation.state.wkv, wkv), what="the import")
         assert not app.worker.conversation.state.att_x.any()
         await wait_until(pilot, lambda: not app.chat_pane.views())
         expected = state_stats(app.worker.conversation.state).wkv_norms.tolist()

@@ -284,14 +284,14 @@ class StatePane(Horizontal):
             if choice is None:
                 return
             if state_io.is_state_file(choice.path):
-                self.post_message(EngineRequest(LoadState(choice.path)))
+                self.post_message(EngineRequest(LoadState(choice.path, choice.allow_other_model)))
             else:  # anything else is read as a state-tuning file, in the chosen orientation
                 self.post_message(EngineRequest(ImportTimeState(choice.path, choice.orientation)))
 
         note = ("A state file starts a new conversation from it; a session file brings its transcript back; "
                 "a .pth is read as time_state. Checked against the model first.")
         self.app.push_screen(StateFilePrompt("Load a state, session or time_state file", str(Path.cwd()) + "/",
-                                             mode="open", note=note), chosen)
+                                             mode="open", note=note, offer_other_weights=True), chosen)
 
     def action_import_time_state(self) -> None:
         def chosen(choice: StateFileChoice | None) -> None:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from engine.time_state import DEFAULT_ORIENTATION, Orientation
 from tui.screens.path_prompt import PathPrompt, PathSuggester
@@ -28,6 +28,7 @@ _ORIENTATION_TEXT = {
 class StateFileChoice:
     path: str
     orientation: str
+    allow_other_model: bool = False
 
 
 class StateFilePrompt(PathPrompt):
@@ -36,6 +37,7 @@ class StateFilePrompt(PathPrompt):
     DEFAULT_CSS = """
     StateFilePrompt #orientation { width: 100%; margin-top: 1; border: none; padding: 0; background: transparent; }
     StateFilePrompt .orientation-title { margin-top: 1; color: $text-muted; }
+    StateFilePrompt #allow-other-model { margin-top: 1; border: none; padding: 0; background: transparent; }
     """
 
     def __init__(
@@ -46,9 +48,12 @@ class StateFilePrompt(PathPrompt):
         mode: Literal["open", "save"] = "open",
         note: str = "",
         orientation: str = DEFAULT_ORIENTATION.value,
+        offer_other_weights: bool = False,
     ) -> None:
         super().__init__(title, value, mode=mode, note=note)
         self.orientation = Orientation.parse(orientation)
+        #: Show the "from other weights" check box (loading rwkv-tui state and session files).
+        self.offer_other_weights = offer_other_weights
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -62,6 +67,11 @@ class StateFilePrompt(PathPrompt):
                         _ORIENTATION_TEXT[orientation], value=orientation is self.orientation,
                         id=f"orientation-{orientation.value}",
                     )
+            if self.offer_other_weights:
+                yield Checkbox(
+                    "from other weights: accept a state saved with another model of this shape (e.g. a fine-tune)",
+                    id="allow-other-model",
+                )
             with Horizontal():
                 yield Button("Cancel", id="cancel")
                 yield Button("Open" if self.mode == "open" else "Save", id="ok", variant="primary")
@@ -76,4 +86,6 @@ class StateFilePrompt(PathPrompt):
     def _confirm(self) -> None:
         value = self.query_one("#path", Input).value
         if self._check(value) is None:
-            self.dismiss(StateFileChoice(str(Path(value).expanduser()), self.chosen_orientation.value))  # type: ignore[arg-type]
+            other = self.offer_other_weights and self.query_one("#allow-other-model", Checkbox).value
+            choice = StateFileChoice(str(Path(value).expanduser()), self.chosen_orientation.value, other)
+            self.dismiss(choice)  # type: ignore[arg-type]
