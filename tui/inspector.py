@@ -134,7 +134,8 @@ class EngineInspector:
             return conversation.fork(ref.turn - 1, replay=True).state
         from engine.session import load_start_state
 
-        return load_start_state(Path(ref.path).expanduser(), conversation.model, orientation=ref.orientation)
+        return load_start_state(Path(ref.path).expanduser(), conversation.model, orientation=ref.orientation,
+                                allow_other_model=ref.allow_other_model)
 
     # ------------------------------------------------------------------ branches
 

@@ -111,6 +111,8 @@ class StateRef:
     path: str = ""
     #: How a state-tuning file's matrices are read (``engine.time_state.Orientation``).
     orientation: str = "as-stored"
+    #: Accept a file saved from other weights of the same shape.
+    allow_other_model: bool = False
 
     def label(self) -> str:
         if self.kind == "turn":

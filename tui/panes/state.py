@@ -394,11 +394,12 @@ class StatePane(Horizontal):
     def action_compare_file(self) -> None:
         def chosen(choice: StateFileChoice | None) -> None:
             if choice is not None:
-                ref = StateRef("file", path=choice.path, orientation=choice.orientation)
+                ref = StateRef("file", path=choice.path, orientation=choice.orientation,
+                               allow_other_model=choice.allow_other_model)
                 self.post_message(EngineRequest(DiffStates(StateRef("live"), ref)))
 
         self.app.push_screen(StateFilePrompt("Compare the live state with a file", str(Path.cwd()) + "/",
-                                             mode="open"), chosen)
+                                             mode="open", offer_other_weights=True), chosen)
 
     def show_diff(self, ready: StateDiffReady) -> None:
         self.diff_view.show(ready.diff, ready.label_a, ready.label_b)
