@@ -79,7 +79,7 @@ async def test_the_sparkline_follows_generation_while_the_pane_is_shown(make_app
         await pilot.press("f4")
         assert app.worker.inspector.watching
         app.post_message(EngineRequest(Send("now watched", app.chat_settings)))
-        await wait_until(pilot, lambda: app.chat_pane.generating, what="the reply to start")
+        await wait_until(pilot, lambda: len(app.chat_pane.views()) == 4, what="the reply")
         await wait_idle(pilot, app)
         generated = app.worker.conversation.turns[-1].stats.generated_tokens
         values = app.state_pane.sparkline.values
