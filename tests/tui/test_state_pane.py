@@ -29,8 +29,11 @@ def notifications(app) -> list[str]:
 
 
 async def chat(pilot, app, *messages: str) -> None:
+    """Send each message and wait for its reply to finish (not just for the engine to look idle)."""
     for text in messages:
+        shown = len(app.chat_pane.views())
         await pilot.press(*text, "enter")
+        await wait_until(pilot, lambda: len(app.chat_pane.views()) >= shown + 2, what=f"the turn for {text!r}")
         await wait_idle(pilot, app)
 
 
