@@ -24,10 +24,10 @@ from pathlib import Path
 
 import engine
 from engine import Conversation, EngineError, Generation, Model, ThinkMode, Tokenizer
-from engine.errors import StateModelMismatchError
 from engine.atomic import atomic_write_text
 from engine.chat import clean_message
 from engine.demo_models import demo_model_path
+from engine.errors import StateModelMismatchError
 from tui.inspector import EngineInspector
 from tui.protocol import (
     _GENERATING_COMMANDS, STATE_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
