@@ -28,6 +28,13 @@ async def wait_idle(pilot: Any, app: RwkvApp, timeout: float = 60.0) -> None:
     await pilot.pause(0.1)
 
 
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own XDG state folder: the app autosaves there on exit and offers the
+    autosave back on start, which must not leak from one test into the next."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     """Settings for tests: short, seeded replies."""

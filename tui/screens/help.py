@@ -17,6 +17,7 @@ SCOPE_TITLES = (
     ("app", "Anywhere"),
     ("chat", "Chat pane"),
     ("message", "A focused message (click it, or Tab to it)"),
+    ("state", "State pane (the snapshot list has focus)"),
 )
 
 Row = tuple[str, str, str]
