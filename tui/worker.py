@@ -58,6 +58,8 @@ class EngineWorker:
         self._stopped_through = 0
         self._active: Generation | None = None
         self._current_seq = 0
+        #: Sequence number of the last command the engine thread has finished with.
+        self._done_through = 0
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rwkv-engine", daemon=True)
         self._log_path = log_path
@@ -102,6 +104,11 @@ class EngineWorker:
         active = self._active
         return active is not None and active.result is None
 
+    @property
+    def settled(self) -> bool:
+        """Whether every command submitted so far has been carried out (its events are queued)."""
+        return self._done_through >= self._last_submitted
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop generating and end the thread (called when the app exits)."""
         self._closing.set()
@@ -121,16 +128,22 @@ class EngineWorker:
             self._current_seq = seq
             if isinstance(command, _Shutdown):
                 return
-            if isinstance(command, _GENERATING_COMMANDS) and seq <= self._stopped_through:
-                if isinstance(command, Send):
-                    self._emit(PromptRejected(command.text, "stopped before it started"))
-                continue
             try:
-                self._handle(command)
-            except EngineError as exc:
-                self._emit(Notice("error", str(exc)))
-            except Exception as exc:  # an engine bug must not kill the thread or the app
-                self._emit(Notice("error", self._report_failure(exc)))
+                self._run_one(seq, command)
+            finally:
+                self._done_through = seq
+
+    def _run_one(self, seq: int, command: Command) -> None:
+        if isinstance(command, _GENERATING_COMMANDS) and seq <= self._stopped_through:
+            if isinstance(command, Send):
+                self._emit(PromptRejected(command.text, "stopped before it started"))
+            return
+        try:
+            self._handle(command)
+        except EngineError as exc:
+            self._emit(Notice("error", str(exc)))
+        except Exception as exc:  # an engine bug must not kill the thread or the app
+            self._emit(Notice("error", self._report_failure(exc)))
 
     def _report_failure(self, exc: BaseException) -> str:
         """One line for the user; the traceback goes to the log file."""

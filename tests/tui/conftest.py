@@ -24,7 +24,10 @@ async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float =
 
 async def wait_idle(pilot: Any, app: RwkvApp, timeout: float = 60.0) -> None:
     """Until no reply is being generated and every engine event has reached the UI."""
-    await wait_until(pilot, lambda: not app.worker.busy and not app.chat_pane.generating, timeout, "the reply to finish")
+    await wait_until(
+        pilot, lambda: app.worker.settled and not len(app.worker.outbox) and not app.chat_pane.generating,
+        timeout, "the reply to finish",
+    )
     await pilot.pause(0.1)
 
 
