@@ -8,8 +8,12 @@ make music at once.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from engine.sampling import SamplingParams
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -37,3 +41,24 @@ def demo_model_path(kind: str) -> Path:
 def available_demo_models() -> dict[str, Path]:
     """The demo models present in this installation."""
     return {kind: MODELS_DIR / name for kind, name in DEMO_MODELS.items() if (MODELS_DIR / name).is_file()}
+
+
+def suggested_sampling(model_path: str | Path) -> "SamplingParams | None":
+    """The sampling a model's sidecar ``<stem>.json`` recommends, or None without one.
+
+    The chat demo model is byte-level: it must answer greedily and without repetition
+    penalties (a penalty on repeated bytes garbles its replies), so a front end should use
+    these settings instead of its general chat defaults when it runs a demo model.
+    """
+    import json
+
+    from engine.sampling import SamplingParams
+
+    sidecar = Path(model_path).with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8")).get("sampling")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return SamplingParams.from_dict(data) if isinstance(data, dict) else None

@@ -81,6 +81,45 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "chat.export_json", "ctrl+shift+s", "export('json')", "Export JSON", "Export the conversation as JSON",
         "chat", show=False,
     ),
+    ActionSpec(
+        "chat.save_state", "alt+s", "app.state('save')", "Save state", "Save the live RNN state to a file", "chat",
+        show=False,
+    ),
+    ActionSpec(
+        "chat.load_state", "alt+l", "app.state('load')", "Load state",
+        "Continue from a state, session or time_state file", "chat", show=False,
+    ),
+    # ---------------------------------------------------------------- state pane (inspector)
+    ActionSpec("state.rewind", "r", "rewind", "Rewind", "Rewind to the selected turn (press twice)", "state"),
+    ActionSpec("state.fork", "f", "fork", "Fork", "Fork a new branch that ends with the selected turn", "state"),
+    ActionSpec(
+        "state.compare", "d", "compare", "Diff",
+        "Show the difference between the selected snapshot and the marked one (or the live state)", "state",
+    ),
+    ActionSpec(
+        "state.mark", "m", "mark", "Mark", "Mark the selected snapshot as the other side of a diff", "state",
+        show=False,
+    ),
+    ActionSpec(
+        "state.compare_file", "c", "compare_file", "Diff file", "Compare the live state with a state file", "state",
+        show=False,
+    ),
+    ActionSpec("state.live", "v", "show_live", "Live", "Show the live state again (leave the diff)", "state", show=False),
+    ActionSpec("state.branch", "b", "next_branch", "Branch", "Switch to the next conversation branch", "state"),
+    ActionSpec("state.save", "s", "save", "Save", "Save the live state to a file", "state", show=False),
+    ActionSpec("state.load", "l", "load", "Load", "Continue from a state, session or time_state file", "state", show=False),
+    ActionSpec(
+        "state.import", "i", "import_time_state", "Import", "Import a state-tuning time_state file (.pth)", "state",
+        show=False, title="Import time_state (.pth)",
+    ),
+    ActionSpec(
+        "state.export", "x", "export_time_state", "Export", "Export the live state as a time_state .pth file",
+        "state", show=False, title="Export time_state (.pth)",
+    ),
+    ActionSpec(
+        "state.resume", "u", "resume", "Resume", "Resume the conversation autosaved for this model", "state",
+        show=False, title="Resume the autosaved conversation",
+    ),
     # ---------------------------------------------------------------- music pane
     ActionSpec("music.generate", "g", "generate", "Generate", "Generate a piece with the music settings", "music"),
     ActionSpec(

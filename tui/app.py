@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from engine.demo_models import suggested_sampling
 from engine.errors import EngineError
 from tui.actions import ACTIONS, bindings_for, effective_keys, format_keys
 from tui.clipboard import copy_native
@@ -35,12 +36,14 @@ from tui.panes.chat import ChatPane
 from tui.panes.music import MusicConfigChanged, MusicPane
 from tui.panes.state import StatePane
 from tui.protocol import (
-    ChatSettings, ConversationInfo, Edit, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, Notice,
-    PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, Send, Stats, TranscriptReplaced,
-    TranscriptTruncated, TurnStarted,
+    ChatSettings, ConversationInfo, Edit, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, ModelSummary,
+    Notice, PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, Send, Stats,
+    TranscriptReplaced, TranscriptTruncated, TurnStarted,
 )
+from tui.protocol import AutosaveSession, BranchesInfo, InspectorUpdate, ResumeSession, SessionAvailable, StateDiffReady
 from tui.screens.help import HelpScreen
 from tui.screens.path_prompt import PathPrompt
+from tui.screens.resume_prompt import ResumePrompt
 from tui.theming import load_themes, stylesheets
 from tui.widgets.load_progress import LoadProgress
 from tui.widgets.model_bar import ModelBar
@@ -72,6 +75,10 @@ class LaunchOptions:
     config_path: Path | None = None
     #: Load the built-in demo models for roles without an explicit path.
     use_demo_models: bool = True
+    #: Save the conversation on exit and offer to resume it next time (engine.session).
+    autosave: bool = True
+    #: How a time_state file given as ``state`` is read (engine.time_state.Orientation).
+    state_orientation: str = "as-stored"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LaunchOptions":
@@ -79,6 +86,8 @@ class LaunchOptions:
             model=getattr(args, "model", None), music_model=getattr(args, "music_model", None),
             device=getattr(args, "device", "auto") or "auto", dtype=getattr(args, "dtype", None),
             tokenizer=getattr(args, "tokenizer", None), state=getattr(args, "state", None),
+            autosave=not getattr(args, "no_autosave", False),
+            state_orientation=getattr(args, "state_orientation", None) or "as-stored",
         )
 
 
@@ -124,6 +133,8 @@ class RwkvApp(App[int]):
         self._save_timer: Timer | None = None
         #: Roles whose built-in demo model is being loaded (a missing demo is reported once).
         self._demo_roles: set[Role] = set()
+        #: The chat runs with the demo model's suggested sampling (see _match_sampling_to).
+        self._demo_sampling = False
         self._load_started: dict[Role, float] = {}
 
     # ------------------------------------------------------------------ layout
@@ -189,7 +200,7 @@ class RwkvApp(App[int]):
         self.worker.submit(LoadModel(
             role, path, device=self.options.device, dtype=self.options.dtype,
             tokenizer=self.options.tokenizer if role == "chat" else None,
-            demo_kinds=demo_kinds, state_path=state,
+            demo_kinds=demo_kinds, state_path=state, state_orientation=self.options.state_orientation,
         ))
 
     async def on_unmount(self) -> None:
@@ -199,7 +210,10 @@ class RwkvApp(App[int]):
         if self._save_timer is not None:
             self._save_timer.stop()
             self._save_config()
-        self.worker.close()
+        if self.options.autosave:
+            # Queued behind whatever runs now (close() stops a reply first), so it saves the final state.
+            self.worker.submit(AutosaveSession())
+        self.worker.close(timeout=10.0)
 
     # ------------------------------------------------------------------ engine → UI
 
@@ -276,6 +290,45 @@ class RwkvApp(App[int]):
             self._model_load_failed(event)
         elif isinstance(event, Notice):
             self.notify(event.message, severity=event.severity, timeout=8 if event.severity == "error" else 5)
+        elif isinstance(event, InspectorUpdate):
+            self.state_pane.on_inspector_update(event)
+        elif isinstance(event, StateDiffReady):
+            self.state_pane.show_diff(event)
+            self.action_show_pane("state")
+        elif isinstance(event, BranchesInfo):
+            self.state_pane.set_branches(event)
+        elif isinstance(event, SessionAvailable):
+            self._offer_resume(event)
+
+    def _offer_resume(self, event: SessionAvailable) -> None:
+        """Ask once, at start, while nothing was typed or sent yet."""
+        if not self.options.autosave:
+            return
+        if self.chat_pane.turn_count or self.chat_pane.prompt.text.strip():
+            # Busy already: no dialog in the way, just say where it is.
+            self.notify(f"An autosaved conversation ({event.description}) can be resumed: U in the State pane.",
+                        timeout=8)
+            return
+        model = self.state_pane.model
+        name = model.name if model is not None else "this model"
+
+        def chosen(resume: bool | None) -> None:
+            if resume:
+                self.worker.submit(ResumeSession(event.path))
+
+        self.push_screen(ResumePrompt(name, event.description), chosen)
+
+    @on(TabbedContent.TabActivated, "#panes")
+    def _pane_activated(self, event: TabbedContent.TabActivated) -> None:
+        # Per-token state measurements only while someone looks at them: generation pays nothing otherwise.
+        self.worker.inspector.watching = event.pane.id == "state"
+
+    def action_state(self, what: str) -> None:
+        """State actions reachable from other panes (save/load from the chat)."""
+        pane = self.state_pane
+        action = {"save": pane.action_save, "load": pane.action_load}.get(what)
+        if action is not None:
+            action()
 
     def _model_loaded(self, event: ModelLoaded) -> None:
         s = event.summary
@@ -283,6 +336,7 @@ class RwkvApp(App[int]):
         self.query_one(ModelBar).set_model(s)
         if s.role == "chat":
             self.chat_pane.has_model = True
+            self._match_sampling_to(s)
             self.state_pane.set_model(s)
             self.query_one(StatusLine).set_state_size(s.state_bytes, 0)
         else:
@@ -290,6 +344,22 @@ class RwkvApp(App[int]):
         seconds = time.perf_counter() - self._load_started.get(s.role, time.perf_counter())
         if not s.demo:
             self.notify(f"{s.role.capitalize()} model {s.name} loaded on {s.device} ({s.dtype}) in {seconds:.1f} s", timeout=4)
+
+    def _match_sampling_to(self, summary: ModelSummary) -> None:
+        """Use a demo model's own sampling while it is loaded, the user's defaults otherwise.
+
+        The byte-level chat demo answers correctly only when decoded greedily without penalties
+        (its sidecar says so); general chat defaults would garble it. The user's configured
+        sampling is not overwritten and comes back when a real model is loaded.
+        """
+        params = suggested_sampling(summary.path) if summary.demo else None
+        if params is None and not self._demo_sampling:
+            return
+        self._demo_sampling = params is not None
+        settings = replace(self.chat_settings, params=params or self.config.sampling)
+        if settings != self.chat_settings:
+            self.chat_settings = settings
+            self.chat_pane.apply_settings(settings)
 
     def _model_load_failed(self, event: ModelLoadFailed) -> None:
         self.query_one(LoadProgress).done()
@@ -344,8 +414,11 @@ class RwkvApp(App[int]):
     @on(SettingsChanged)
     def _settings_changed(self, message: SettingsChanged) -> None:
         self.chat_settings = message.settings
+        # Sampling edited for the demo model is kept for this session only: saving it would
+        # make the demo's greedy decoding everyone's default for real models.
+        sampling = self.config.sampling if self._demo_sampling else message.settings.params
         self.config = replace(
-            self.config, sampling=message.settings.params, system_prompt=message.settings.system,
+            self.config, sampling=sampling, system_prompt=message.settings.system,
             think=message.settings.think,
         )
         self._schedule_save()
@@ -430,17 +503,23 @@ class RwkvApp(App[int]):
             if not spec.palette or spec.id == "app.theme":
                 continue
             keys = format_keys(effective_keys(spec.id, self.config.keymap))
-            title = spec.palette_title if spec.scope == "app" else f"{spec.scope.capitalize()}: {spec.palette_title}"
+            if spec.scope == "state":
+                # Shown where it acts: on the state pane's selected snapshot.
+                yield SystemCommand(f"State: {spec.palette_title}", f"{spec.help} ({keys})",
+                                    partial(self._run_in_state_pane, spec.action))
+                continue
             if spec.scope == "music":
                 # Music actions act on the music pane, so show it.
-                yield SystemCommand(title, f"{spec.help} ({keys})", partial(self._run_music_action, spec.action))
+                yield SystemCommand(f"Music: {spec.palette_title}", f"{spec.help} ({keys})",
+                                    partial(self._run_music_action, spec.action))
                 continue
+            title = spec.palette_title if spec.scope == "app" else f"Chat: {spec.palette_title}"
             target = self if spec.scope == "app" else self.chat_pane
             yield SystemCommand(title, f"{spec.help} ({keys})", partial(self.run_action, spec.action, target))
-        yield SystemCommand(
-            "State: Rewind the conversation", "Pick a snapshot in the state pane to return to",
-            partial(self.action_show_pane, "state"),
-        )
+
+    async def _run_in_state_pane(self, action: str) -> None:
+        self.action_show_pane("state")
+        await self.run_action(action, self.state_pane)
 
     async def _run_music_action(self, action: str) -> None:
         self.action_show_pane("music")

@@ -29,7 +29,13 @@ def build_parser(commands: Sequence[ModuleType]) -> argparse.ArgumentParser:
     )
     add_model_arguments(parser)
     parser.add_argument("--music-model", metavar="PATH", help="RWKV-7 music model (ABC or MIDI tokens)")
-    parser.add_argument("--state", metavar="FILE", help="start the chat from a saved state file")
+    parser.add_argument("--state", metavar="FILE",
+                        help="start the chat from a state file, a session file (its transcript too) or a "
+                             "state-tuning time_state .pth")
+    parser.add_argument("--state-orientation", choices=("as-stored", "transposed"), default="as-stored",
+                        help="how the matrices of a time_state file given to --state are read (default: as-stored)")
+    parser.add_argument("--no-autosave", action="store_true",
+                        help="do not save the conversation on exit, and do not offer to resume one")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in commands:
         command_parser = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)

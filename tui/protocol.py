@@ -16,6 +16,7 @@ from engine import SamplingParams, ThinkMode
 
 if TYPE_CHECKING:
     from engine import Model, Tokenizer
+    from engine.state_stats import StateDiff, StateStats
 
 Role = Literal["chat", "music"]
 Severity = Literal["information", "warning", "error"]
@@ -36,6 +37,8 @@ class LoadModel:
     demo_kinds: tuple[str, ...] = ("chat",)
     #: A state file to start the chat from (``--state``).
     state_path: str | None = None
+    #: How ``state_path`` is read when it is a state-tuning time_state file.
+    state_orientation: str = "as-stored"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,77 @@ class LoadState:
     """Continue the chat from a state file: a new conversation starting from that state."""
 
     path: str
+    #: Accept a state saved from other weights of the same shape (e.g. a fine-tune's).
+    allow_other_model: bool = False
+
+
+@dataclass(frozen=True)
+class StateRef:
+    """One side of a state comparison: the live state, the snapshot before a turn, or a file."""
+
+    kind: Literal["live", "turn", "file"]
+    turn: int = 0
+    path: str = ""
+    #: How a state-tuning file's matrices are read (``engine.time_state.Orientation``).
+    orientation: str = "as-stored"
+    #: Accept a file saved from other weights of the same shape.
+    allow_other_model: bool = False
+
+    def label(self) -> str:
+        if self.kind == "turn":
+            return f"before turn {self.turn + 1}"
+        if self.kind == "file":
+            return self.path.rsplit("/", 1)[-1]
+        return "live"
+
+
+@dataclass(frozen=True)
+class DiffStates:
+    """Compare two states; the answer is a :class:`StateDiffReady`."""
+
+    a: StateRef
+    b: StateRef
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Start a new branch with turns up to and including ``index``; the old branch is kept."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class SwitchBranch:
+    index: int
+
+
+@dataclass(frozen=True)
+class ImportTimeState:
+    """Start a new conversation from a state-tuning file (``blocks.N.att.time_state``)."""
+
+    path: str
+    orientation: str = "as-stored"
+
+
+@dataclass(frozen=True)
+class ExportTimeState:
+    """Write the live WKV state as a state-tuning ``.pth`` file."""
+
+    path: str
+    orientation: str = "as-stored"
+
+
+@dataclass(frozen=True)
+class AutosaveSession:
+    """Save the live state and transcript as this model's autosave (sent when the app exits)."""
+
+
+@dataclass(frozen=True)
+class ResumeSession:
+    """Replace the conversation with a saved session (state, transcript and snapshots)."""
+
+    path: str
+    allow_other_model: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,7 +176,12 @@ class _Shutdown:
     """Ends the engine thread (sent by ``EngineWorker.close``)."""
 
 
-Command = Union[LoadModel, Send, Regenerate, Edit, Rewind, NewConversation, Export, SaveState, LoadState, _Shutdown]
+Command = Union[
+    LoadModel, Send, Regenerate, Edit, Rewind, NewConversation, Export, SaveState, LoadState, DiffStates, Fork,
+    SwitchBranch, ImportTimeState, ExportTimeState, AutosaveSession, ResumeSession, _Shutdown,
+]
+#: Commands the state inspector's side of the engine thread (``tui.inspector``) answers.
+STATE_COMMANDS = (DiffStates, Fork, SwitchBranch, ImportTimeState, ExportTimeState, AutosaveSession, ResumeSession)
 _GENERATING_COMMANDS = (Send, Regenerate, Edit)
 
 
@@ -253,6 +332,44 @@ class ConversationInfo:
 
 
 @dataclass(frozen=True)
+class InspectorUpdate:
+    """New numbers for the state inspector, merged in the outbox until the UI drains it.
+
+    ``stats`` summarises the newest state (None when none was taken since the last event);
+    ``changes`` are per-token relative changes of the WKV state, oldest first. ``reset`` says
+    the history before this event belongs to another state line (rewind, load, fork).
+    The tensors inside ``stats`` are small CPU copies owned by this event.
+    """
+
+    stats: "StateStats | None"
+    changes: tuple[float, ...] = ()
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class StateDiffReady:
+    diff: "StateDiff"
+    label_a: str
+    label_b: str
+
+
+@dataclass(frozen=True)
+class BranchesInfo:
+    """The conversation's branches (forks); ``current`` is the one the chat shows."""
+
+    names: tuple[str, ...]
+    current: int
+
+
+@dataclass(frozen=True)
+class SessionAvailable:
+    """An autosaved session for the loaded chat model exists: the app offers to resume it."""
+
+    path: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Notice:
     severity: Severity
     message: str
@@ -260,7 +377,8 @@ class Notice:
 
 Event = Union[
     ModelLoading, ModelLoaded, ModelLoadFailed, TranscriptTruncated, TranscriptReplaced, TurnStarted,
-    ReplyDelta, ReplyFinished, ReplyFailed, PromptRejected, Stats, ConversationInfo, Notice,
+    ReplyDelta, ReplyFinished, ReplyFailed, PromptRejected, Stats, ConversationInfo, Notice, InspectorUpdate,
+    StateDiffReady, BranchesInfo, SessionAvailable,
 ]
 
 
@@ -275,7 +393,7 @@ class Outbox:
     """
 
     _LATEST_ONLY = (Stats, ModelLoading)
-    _URGENT = (ReplyFinished, ReplyFailed, PromptRejected, ModelLoaded, ModelLoadFailed, Notice)
+    _URGENT = (ReplyFinished, ReplyFailed, PromptRejected, ModelLoaded, ModelLoadFailed, Notice, StateDiffReady)
 
     def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
@@ -291,6 +409,8 @@ class Outbox:
                 if isinstance(last, ReplyDelta) and last.index == event.index:
                     events[-1] = ReplyDelta(event.index, last.text + event.text)
                     return
+            if isinstance(event, InspectorUpdate):
+                event = _merge_inspector_update(events, event)
             if isinstance(event, self._LATEST_ONLY):
                 # Only the newest matters; drop an older one still waiting.
                 for i in range(len(events) - 1, -1, -1):
@@ -309,3 +429,22 @@ class Outbox:
     def __len__(self) -> int:
         with self._lock:
             return len(self._events)
+
+
+#: Per-token changes kept while the UI does not drain (the sparkline shows fewer anyway).
+MAX_MERGED_CHANGES = 1024
+
+
+def _merge_inspector_update(events: list[Event], event: InspectorUpdate) -> InspectorUpdate:
+    """Fold a waiting inspector update into ``event`` (removing it from ``events``)."""
+    for i in range(len(events) - 1, -1, -1):
+        older = events[i]
+        if isinstance(older, InspectorUpdate):
+            del events[i]
+            if event.reset:
+                return event  # what came before belongs to another state line
+            return InspectorUpdate(
+                event.stats if event.stats is not None else older.stats,
+                (older.changes + event.changes)[-MAX_MERGED_CHANGES:], older.reset,
+            )
+    return event

@@ -27,10 +27,13 @@ from engine import Conversation, EngineError, Generation, Model, ThinkMode, Toke
 from engine.atomic import atomic_write_text
 from engine.chat import clean_message
 from engine.demo_models import demo_model_path
+from engine.errors import StateModelMismatchError
+from tui.inspector import EngineInspector
 from tui.protocol import (
-    _GENERATING_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
+    _GENERATING_COMMANDS, STATE_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
     ModelLoaded, ModelLoadFailed, ModelLoading, ModelSummary, NewConversation, Notice, Outbox,
-    LoadState, PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, Rewind, Role, SaveState, Send,
+    LoadState, PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, ResumeSession, Rewind, Role,
+    SaveState, Send,
     Stats,
     TranscriptReplaced, TranscriptTruncated, TurnStarted, TurnView, _Shutdown,
 )
@@ -55,6 +58,8 @@ class EngineWorker:
         self._stopped_through = 0
         self._active: Generation | None = None
         self._current_seq = 0
+        #: Sequence number of the last command the engine thread has finished with.
+        self._done_through = 0
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rwkv-engine", daemon=True)
         self._log_path = log_path
@@ -64,6 +69,8 @@ class EngineWorker:
         self.music_model: Model | None = None
         self.music_tokenizer: Tokenizer | None = None
         self.conversation: Conversation | None = None
+        #: The state inspector's side: live numbers, diffs, branches, time_state and sessions.
+        self.inspector = EngineInspector(self, self._emit)
 
     # ------------------------------------------------------------------ UI side (any thread)
 
@@ -97,6 +104,11 @@ class EngineWorker:
         active = self._active
         return active is not None and active.result is None
 
+    @property
+    def settled(self) -> bool:
+        """Whether every command submitted so far has been carried out (its events are queued)."""
+        return self._done_through >= self._last_submitted
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop generating and end the thread (called when the app exits)."""
         self._closing.set()
@@ -116,16 +128,22 @@ class EngineWorker:
             self._current_seq = seq
             if isinstance(command, _Shutdown):
                 return
-            if isinstance(command, _GENERATING_COMMANDS) and seq <= self._stopped_through:
-                if isinstance(command, Send):
-                    self._emit(PromptRejected(command.text, "stopped before it started"))
-                continue
             try:
-                self._handle(command)
-            except EngineError as exc:
-                self._emit(Notice("error", str(exc)))
-            except Exception as exc:  # an engine bug must not kill the thread or the app
-                self._emit(Notice("error", self._report_failure(exc)))
+                self._run_one(seq, command)
+            finally:
+                self._done_through = seq
+
+    def _run_one(self, seq: int, command: Command) -> None:
+        if isinstance(command, _GENERATING_COMMANDS) and seq <= self._stopped_through:
+            if isinstance(command, Send):
+                self._emit(PromptRejected(command.text, "stopped before it started"))
+            return
+        try:
+            self._handle(command)
+        except EngineError as exc:
+            self._emit(Notice("error", str(exc)))
+        except Exception as exc:  # an engine bug must not kill the thread or the app
+            self._emit(Notice("error", self._report_failure(exc)))
 
     def _report_failure(self, exc: BaseException) -> str:
         """One line for the user; the traceback goes to the log file."""
@@ -188,6 +206,8 @@ class EngineWorker:
             self._save_state(command)
         elif isinstance(command, LoadState):
             self._load_state(command)
+        elif isinstance(command, STATE_COMMANDS):
+            self.inspector.handle(command)
 
     # ------------------------------------------------------------------ models
 
@@ -214,7 +234,7 @@ class EngineWorker:
             initial_state = model.bundled_state
             if command.state_path:
                 try:
-                    initial_state = self._read_state_file(command.state_path, model)
+                    initial_state = self._read_state_file(command.state_path, model, command.state_orientation)
                 except EngineError as exc:
                     # The model is fine: start from its own initial state and say why.
                     self._emit(Notice("error", f"{exc}; starting from the model's initial state"))
@@ -230,6 +250,13 @@ class EngineWorker:
             self._emit(ModelLoaded(summary))
             self._emit(TranscriptReplaced(()))
             self._publish_conversation(self.conversation)
+            if not command.state_path:
+                self.inspector.offer_resume(model)
+            elif initial_state is not model.bundled_state and _is_session_file(command.state_path):
+                try:  # --state with a session file: its transcript comes back too
+                    self.inspector.handle(ResumeSession(command.state_path))
+                except EngineError as exc:
+                    self._emit(Notice("error", str(exc)))
         else:
             self.music_model, self.music_tokenizer = model, tokenizer
             self._emit(ModelLoaded(summary))
@@ -269,11 +296,15 @@ class EngineWorker:
         return engine.load_model(path, device=device, dtype=dtype)
 
     @staticmethod
-    def _read_state_file(path: str, model: Model) -> engine.State:
-        """Start state from a file (``--state``), checked against the model by the engine."""
-        from engine import state_io
+    def _read_state_file(
+        path: str, model: Model, orientation: str = "as-stored", allow_other_model: bool = False,
+    ) -> engine.State:
+        """Start state from a file (``--state``): rwkv-tui state or session files, or a state-tuning
+        time_state file read in ``orientation``, checked against the model by the engine."""
+        from engine.session import load_start_state
 
-        return state_io.load_state(Path(path).expanduser(), model)
+        return load_start_state(Path(path).expanduser(), model, orientation=orientation,
+                                allow_other_model=allow_other_model)
 
     def _save_state(self, command: SaveState) -> None:
         from engine import state_io
@@ -287,8 +318,22 @@ class EngineWorker:
         ))
 
     def _load_state(self, command: LoadState) -> None:
+        from engine import state_io
+
         conversation = self._require_conversation()
-        state = self._read_state_file(command.path, conversation.model)  # validated before anything changes
+        path = Path(command.path).expanduser()
+        try:
+            if state_io.is_state_file(path) and state_io.read_state_info(path).kind == "session":
+                # A whole conversation: its transcript too.
+                self.inspector.handle(ResumeSession(str(path), command.allow_other_model))
+                return
+            # Validated before anything changes.
+            state = self._read_state_file(command.path, conversation.model, allow_other_model=command.allow_other_model)
+        except StateModelMismatchError as exc:
+            raise EngineError(
+                f"{path.name}: saved from other weights (fingerprint {exc.file_fingerprint}; this model is "
+                f"{exc.model_fingerprint}); tick “from other weights” in the Load dialog to load it anyway"
+            ) from None
         conversation.reset(initial_state=state)
         self._emit(TranscriptReplaced(()))
         self._publish_conversation(conversation)
@@ -338,6 +383,7 @@ class EngineWorker:
                 generation.cancel()
         self._emit(TurnStarted(index, turn.user, turn.assistant_prefix.lstrip(" ")))
         stats = generation.stats
+        self.inspector.attach(generation, conversation.state)
         next_stats = time.perf_counter() + STATS_INTERVAL
         try:
             for delta in generation:
@@ -349,6 +395,7 @@ class EngineWorker:
                         True, stats.tokens_per_second, stats.time_to_first_token, stats.generated_tokens,
                         stats.prompt_tokens, state_bytes, tokens_before + stats.prompt_tokens + stats.generated_tokens,
                     ))
+                    self.inspector.publish()
         except Exception as exc:
             generation.cancel()
             with self._lock:
@@ -364,6 +411,7 @@ class EngineWorker:
             self._active = None
         result = generation.result
         assert result is not None
+        self.inspector.finish(conversation.state)
         self._emit(ReplyFinished(self._turn_view(conversation, index)))
         s = result.stats
         self._emit(Stats(
@@ -396,6 +444,7 @@ class EngineWorker:
             snapshots_kept=sum(1 for t in turns if t.has_snapshot), snapshot_bytes=conversation.snapshot_bytes,
             snapshot_budget=conversation.snapshot_budget,
         ))
+        self.inspector.after_change(conversation)
 
     def _export(self, command: Export) -> None:
         conversation = self._require_conversation()
@@ -404,6 +453,16 @@ class EngineWorker:
         text = conversation.to_json() if command.format == "json" else conversation.to_markdown()
         written = atomic_write_text(command.path, text if text.endswith("\n") else text + "\n")
         self._emit(Notice("information", f"Exported the conversation to {written}"))
+
+
+def _is_session_file(path: str) -> bool:
+    from engine import state_io
+
+    try:
+        target = Path(path).expanduser()
+        return state_io.is_state_file(target) and state_io.read_state_info(target).kind == "session"
+    except EngineError:
+        return False
 
 
 def _free_memory_bytes() -> int:

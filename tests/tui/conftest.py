@@ -24,8 +24,18 @@ async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float =
 
 async def wait_idle(pilot: Any, app: RwkvApp, timeout: float = 60.0) -> None:
     """Until no reply is being generated and every engine event has reached the UI."""
-    await wait_until(pilot, lambda: not app.worker.busy and not app.chat_pane.generating, timeout, "the reply to finish")
+    await wait_until(
+        pilot, lambda: app.worker.settled and not len(app.worker.outbox) and not app.chat_pane.generating,
+        timeout, "the reply to finish",
+    )
     await pilot.pause(0.1)
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own XDG state folder: the app autosaves there on exit and offers the
+    autosave back on start, which must not leak from one test into the next."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
 @pytest.fixture

@@ -315,3 +315,21 @@ async def test_state_pane_saves_and_loads_the_live_state(make_app, tmp_path: Pat
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.state_pane.numbers.get("Tokens seen") == f"{seen:,}", what="the loaded state")
         assert app.worker.conversation.turns == []
+
+
+async def test_chat_demo_model_answers_with_its_own_sampling_and_keeps_the_users(make_app, config_file: Path) -> None:
+    """The shipped chat demo decodes greedily (its sidecar); the user's defaults return for real models."""
+    from engine.demo_models import demo_model_path, suggested_sampling
+
+    app = make_app(model=None, use_demo_models=True, tokenizer=None, dtype=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await start(pilot, app)
+        demo = suggested_sampling(demo_model_path("chat"))
+        assert demo is not None and app.chat_pane.settings.params == demo
+        await pilot.press(*"What is the MIDI note number of A4?", "enter")
+        await wait_idle(pilot, app)
+        assert app.worker.conversation.turns[-1].reply.strip() == "A4 is MIDI note 69."
+        user_sampling = app.config.sampling
+        assert user_sampling.max_tokens == 24 and user_sampling != demo  # from config_file, untouched
+        app._load("chat", str(demo_model_path("chat")).replace("chat-bytes", "ABC-folk"))
+        await wait_until(pilot, lambda: app.chat_pane.settings.params == user_sampling, what="the user's sampling back")

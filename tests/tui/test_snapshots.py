@@ -98,11 +98,27 @@ def test_music_pane(snap_compare, make_app, tiny_checkpoint, monkeypatch) -> Non
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+def seed_inspector(app: Any) -> None:
+    """Fixed numbers for the inspector (the seeded transcript has no real state behind it)."""
+    import torch
+
+    from engine.state_stats import StateStats
+    from tui.protocol import InspectorUpdate
+
+    stats = StateStats(
+        wkv_norms=torch.tensor([[0.8, 2.5], [4.0, 1.6]]), att_x_norms=torch.tensor([3.1, 1.2]),
+        ffn_x_norms=torch.tensor([0.9, 2.4]), wkv_max_abs=0.75, nbytes=67584, dtype="float32", tokens_seen=151,
+    )
+    changes = tuple(0.02 + 0.015 * ((i * 7) % 11) / 10 for i in range(40))
+    app.worker.outbox.put(InspectorUpdate(stats, changes, reset=True))
+
+
 def test_state_pane(snap_compare, make_app) -> None:
     app = make_app()
 
     async def run_before(pilot: Any) -> None:
         await settle(pilot, app)
+        seed_inspector(app)
         await pilot.press("f4")
         await settle(pilot, app, transcript=False)
 

@@ -18,6 +18,7 @@ SCOPE_TITLES = (
     ("chat", "Chat pane"),
     ("music", "Music pane"),
     ("message", "A focused message (click it, or Tab to it)"),
+    ("state", "State pane (the snapshot list has focus)"),
 )
 
 Row = tuple[str, str, str]

@@ -95,7 +95,7 @@ class LayerBars(Widget):
             return Strip([Segment(text, label_style)]).extend_cell_length(width, self.rich_style)
         names = list(self._series)
         column = max(8, (width - _LABEL_WIDTH) // len(names))
-        bar_width = max(1, column - _NUMBER_WIDTH - 1)
+        bar_width = max(1, column - _NUMBER_WIDTH - 2)  # bar, space, number, space before the next
         if y == 0:
             header = " " * _LABEL_WIDTH + "".join(f"{name:<{column}}"[:column] for name in names)
             return Strip([Segment(header, label_style)]).crop_extend(0, width, self.rich_style)
@@ -109,7 +109,7 @@ class LayerBars(Widget):
             value = self._series[name][row]
             bar_style = self.get_component_rich_style(f"layer-bars--series-{index}")
             segments.append(Segment(_bar(value, top, bar_width), bar_style))
-            segments.append(Segment(f" {_fmt(value):>{_NUMBER_WIDTH}}", label_style))
+            segments.append(Segment(f" {_fmt(value):>{_NUMBER_WIDTH}} ", label_style))
         return Strip(segments).crop_extend(0, width, self.rich_style)
 
 
