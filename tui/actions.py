@@ -16,7 +16,7 @@ from textual.binding import Binding
 class ActionSpec:
     """A user-facing action.
 
-    ``scope`` names the widget whose BINDINGS carry it ("app", "chat", "message", "prompt"); the
+    ``scope`` names the widget whose BINDINGS carry it ("app", "chat", "music", "message", "prompt"); the
     binding is active while focus is inside that widget (app: everywhere).
     """
 
@@ -120,6 +120,42 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "state.resume", "u", "resume", "Resume", "Resume the conversation autosaved for this model", "state",
         show=False, title="Resume the autosaved conversation",
     ),
+    # ---------------------------------------------------------------- music pane
+    ActionSpec("music.generate", "g", "generate", "Generate", "Generate a piece with the music settings", "music"),
+    ActionSpec(
+        "music.play_pause", "space", "play_pause", "Play/Pause", "Play or pause the piece (pausing silences it)",
+        "music",
+    ),
+    ActionSpec(
+        "music.stop", "s,escape", "stop", "Stop", "Stop writing and playing; the synthesizer is silenced", "music",
+    ),
+    ActionSpec("music.replay", "r", "replay", "Replay", "Play the piece again from the start", "music"),
+    ActionSpec("music.slower", "left_square_bracket", "tempo(-1)", "Slower", "Play slower (tempo step down)", "music",
+               show=False),
+    ActionSpec("music.faster", "right_square_bracket", "tempo(1)", "Faster", "Play faster (tempo step up)", "music",
+               show=False),
+    ActionSpec("music.quieter", "comma", "volume(-1)", "Quieter", "Lower the volume (note velocities)", "music",
+               show=False),
+    ActionSpec("music.louder", "full_stop", "volume(1)", "Louder", "Raise the volume (note velocities)", "music",
+               show=False),
+    ActionSpec("music.export_mid", "ctrl+s", "export('mid')", "Export .mid", "Save the piece as a .mid file", "music",
+               title="Export the piece as MIDI (.mid)"),
+    ActionSpec(
+        "music.export_text", "ctrl+e", "export('abc')", "Export text",
+        "Save the piece's ABC tune (.abc) or MIDI token text (.txt)", "music", show=False,
+        title="Export the piece as ABC / token text",
+    ),
+    ActionSpec(
+        "music.export_wav", "ctrl+w", "export('wav')", "Export WAV",
+        "Render the piece to .wav with FluidSynth at the loudness target", "music", show=False,
+        title="Render the piece to WAV",
+    ),
+    ActionSpec(
+        "music.continue", "c", "pick_continuation", "Continue file", "Pick a .mid file for the next piece to continue",
+        "music", show=False, title="Continue a .mid file",
+    ),
+    ActionSpec("music.ports", "p", "refresh_ports", "Ports", "List the MIDI output ports again", "music", show=False,
+               title="List MIDI ports again"),
     # ---------------------------------------------------------------- a focused message
     ActionSpec("message.copy", "y,c", "copy", "Copy", "Copy the focused message to the clipboard", "message", palette=False),
     ActionSpec("message.edit", "e", "edit", "Edit", "Edit and resend the focused user message", "message", palette=False),
@@ -162,7 +198,8 @@ def effective_keys(action_id: str, keymap: dict[str, str]) -> str:
 
 
 _KEY_NAMES = {"escape": "Esc", "enter": "Enter", "up": "↑", "down": "↓", "ctrl": "Ctrl", "alt": "Alt",
-              "shift": "Shift", "super": "Super", "space": "Space", "tab": "Tab", "delete": "Del"}
+              "shift": "Shift", "super": "Super", "space": "Space", "tab": "Tab", "delete": "Del",
+              "left_square_bracket": "[", "right_square_bracket": "]", "comma": ",", "full_stop": "."}
 
 
 def format_keys(keys: str) -> str:

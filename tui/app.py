@@ -33,7 +33,7 @@ from tui.config import APP_NAME, DEFAULT_THEME, AppConfig, config_path, load_con
 from tui.messages import CopyText, EngineReady, EngineRequest, RewindRequested, SettingsChanged, StopGeneration
 from tui.pacing import DrainPacer
 from tui.panes.chat import ChatPane
-from tui.panes.music import MusicPane
+from tui.panes.music import MusicConfigChanged, MusicPane
 from tui.panes.state import StatePane
 from tui.protocol import (
     ChatSettings, ConversationInfo, Edit, Event, LoadModel, ModelLoaded, ModelLoadFailed, ModelLoading, ModelSummary,
@@ -423,6 +423,11 @@ class RwkvApp(App[int]):
         )
         self._schedule_save()
 
+    @on(MusicConfigChanged)
+    def _music_config_changed(self, message: MusicConfigChanged) -> None:
+        self.config.extra[message.section] = message.data
+        self._schedule_save()
+
     def _theme_changed(self, theme: object) -> None:
         name = getattr(theme, "name", None)
         if isinstance(name, str) and name != self.config.theme:
@@ -503,6 +508,11 @@ class RwkvApp(App[int]):
                 yield SystemCommand(f"State: {spec.palette_title}", f"{spec.help} ({keys})",
                                     partial(self._run_in_state_pane, spec.action))
                 continue
+            if spec.scope == "music":
+                # Music actions act on the music pane, so show it.
+                yield SystemCommand(f"Music: {spec.palette_title}", f"{spec.help} ({keys})",
+                                    partial(self._run_music_action, spec.action))
+                continue
             title = spec.palette_title if spec.scope == "app" else f"Chat: {spec.palette_title}"
             target = self if spec.scope == "app" else self.chat_pane
             yield SystemCommand(title, f"{spec.help} ({keys})", partial(self.run_action, spec.action, target))
@@ -510,6 +520,10 @@ class RwkvApp(App[int]):
     async def _run_in_state_pane(self, action: str) -> None:
         self.action_show_pane("state")
         await self.run_action(action, self.state_pane)
+
+    async def _run_music_action(self, action: str) -> None:
+        self.action_show_pane("music")
+        await self.run_action(action, self.music_pane)
 
 
 def run_app(args: argparse.Namespace) -> int:

@@ -69,3 +69,22 @@ def set_sampling(app: RwkvApp, **changes: Any) -> None:
 
     settings = replace(app.chat_pane.settings, params=app.chat_pane.settings.params.with_(**changes))
     app.chat_pane.apply_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def midi_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 64-wide random x070 model over the 20096-token MIDI-LLM vocabulary."""
+    from engine.music.midi_vocab import VOCAB_SIZE
+    from engine.synthetic import random_state_dict, save_checkpoint
+
+    path = tmp_path_factory.mktemp("models") / "tiny-midi.pth"
+    return save_checkpoint(random_state_dict(2, 64, VOCAB_SIZE, seed=11), path)
+
+
+@pytest.fixture(scope="session")
+def abc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 64-wide random x070 model over a 128-character ABC vocabulary."""
+    from engine.synthetic import random_state_dict, save_checkpoint
+
+    path = tmp_path_factory.mktemp("models") / "tiny-abc.pth"
+    return save_checkpoint(random_state_dict(2, 64, 128, seed=5), path)

@@ -242,8 +242,8 @@ async def test_music_pane_shows_the_music_model(make_app, tiny_checkpoint: Path)
         await wait_until(pilot, lambda: app.music_pane.model is not None)
         text = str(app.music_pane.query_one("#music-model").render())
         assert "tiny-bytes" in text and "not a music vocabulary" in text
-        for region in ("piano-roll-region", "token-text-region", "transport-region", "music-settings-region"):
-            assert app.music_pane.query_one(f"#{region}")
+        for widget in ("piano-roll", "music-text", "transport", "music-settings"):
+            assert app.music_pane.query_one(f"#{widget}")
 
 
 async def test_loading_shows_progress_then_the_model(make_app) -> None:

@@ -81,7 +81,12 @@ def test_chat_pane_light_theme(snap_compare, make_app) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_music_pane(snap_compare, make_app, tiny_checkpoint) -> None:
+def test_music_pane(snap_compare, make_app, tiny_checkpoint, monkeypatch) -> None:
+    from engine.music.ports import PortInfo, PortListing
+
+    # The MIDI ports of the machine running the test must not show in the picture.
+    listing = PortListing([PortInfo("JACK", "FLUID Synth (1234):midi_00")], ["ALSA: no sequencer"])
+    monkeypatch.setattr("tui.panes.music.list_output_ports", lambda: listing)
     app = make_app(music_model=str(tiny_checkpoint))
 
     async def run_before(pilot: Any) -> None:

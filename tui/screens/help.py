@@ -16,6 +16,7 @@ from tui.actions import ACTIONS, PROMPT_KEYS, effective_keys, format_keys
 SCOPE_TITLES = (
     ("app", "Anywhere"),
     ("chat", "Chat pane"),
+    ("music", "Music pane"),
     ("message", "A focused message (click it, or Tab to it)"),
     ("state", "State pane (the snapshot list has focus)"),
 )

@@ -132,6 +132,7 @@ class Transport(Widget):
         self._lister = lister
         self._choice = port
         self._listing = PortListing([], [])
+        self._line = ""
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -247,7 +248,10 @@ class Transport(Widget):
     def show_status(self, status: PlayerStatus, *, generating: bool = False, note: str = "") -> None:
         """Show the player's state (call from the UI thread, e.g. on a 10–20 Hz timer)."""
         playing = status.state == PlayerState.PLAYING
-        self.query_one("#play_pause", Button).label = "❚❚ Pause" if playing else "▶ Play"
+        button = self.query_one("#play_pause", Button)
+        label = "❚❚ Pause" if playing else "▶ Play"
+        if str(button.label) != label:  # a new label means a new layout: only when it changes
+            button.label = label
         if status.error:
             self._show_line(status.error, error=True)
             return
@@ -268,5 +272,9 @@ class Transport(Widget):
 
     def _show_line(self, text: str, error: bool = False) -> None:
         status = self.query_one("#status", Static)
-        status.update(text)
+        # One line of fixed height: a change of text needs a repaint, never a new layout (which
+        # would cost a reflow of the whole screen at every playhead update).
+        if text != self._line:
+            self._line = text
+            status.update(text, layout=False)
         status.set_class(error, "-error")

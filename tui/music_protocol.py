@@ -1,0 +1,124 @@
+"""What the music thread tells the music pane, and the buffer it goes through.
+
+Plain frozen dataclasses (no Textual), like :mod:`tui.protocol`. The :class:`MusicOutbox` merges
+what piles up between two UI frames: consecutive progress events of one run become one (text and
+note events appended, the newest counters kept), so the pane's work per frame depends on its own
+update rate, never on how fast the model writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Literal, Union
+
+import mido
+
+from engine.music.midi_codec import NoteEvent
+from tui.music_settings import MusicMode, MusicSettings
+
+Severity = Literal["information", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class MusicRequest:
+    """Generate one piece with these (already validated) settings; ``play`` it as it comes."""
+
+    settings: MusicSettings
+    play: bool = True
+
+
+@dataclass(frozen=True)
+class MusicPiece:
+    """A finished (or stopped) piece: everything the pane shows and exports."""
+
+    mode: MusicMode
+    #: MIDI mode: the full token text ("<start> … <end>"); ABC mode: the tune with its X: line.
+    text: str
+    events: tuple[NoteEvent, ...]
+    end_ms: float
+    #: The piece as MIDI (None in ABC mode when abc2midi could not convert it).
+    midi: mido.MidiFile | None
+    generated_tokens: int
+    tokens_per_second: float
+    stop_reason: str
+    invalid_tokens: int = 0
+    #: ABC mode: why there is no MIDI (one line), or abc2midi's first worked-around problem.
+    conversion_problem: str = ""
+
+    @property
+    def note_count(self) -> int:
+        return sum(1 for e in self.events if e.is_on)
+
+
+@dataclass(frozen=True)
+class MusicStarted:
+    run: int
+    mode: MusicMode
+    #: What the model was prompted with, shown before what it writes (ABC header, continued piece).
+    prompt_text: str
+
+
+@dataclass(frozen=True)
+class MusicProgress:
+    run: int
+    #: Text to append to the token / ABC view.
+    text: str
+    #: Note events completed since the last progress event (MIDI mode).
+    events: tuple[NoteEvent, ...]
+    #: Musical time known so far (ms).
+    time_ms: float
+    generated_tokens: int
+    tokens_per_second: float
+
+
+@dataclass(frozen=True)
+class MusicFinished:
+    run: int
+    piece: MusicPiece
+
+
+@dataclass(frozen=True)
+class MusicFailed:
+    """The run could not start or broke off; nothing shown so far is lost."""
+
+    run: int
+    message: str
+
+
+MusicEvent = Union[MusicStarted, MusicProgress, MusicFinished, MusicFailed]
+
+
+class MusicOutbox:
+    """Thread-safe, merging event buffer; ``on_ready`` fires when it stops being empty."""
+
+    def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._events: list[MusicEvent] = []
+        self.on_ready = on_ready
+
+    def put(self, event: MusicEvent) -> None:
+        with self._lock:
+            events = self._events
+            was_empty = not events
+            last = events[-1] if events else None
+            if isinstance(event, MusicProgress) and isinstance(last, MusicProgress) and last.run == event.run:
+                events[-1] = MusicProgress(
+                    event.run, last.text + event.text, last.events + event.events, event.time_ms,
+                    event.generated_tokens, event.tokens_per_second,
+                )
+                return
+            events.append(event)
+        urgent = isinstance(event, (MusicFinished, MusicFailed))
+        if self.on_ready is not None and (was_empty or urgent):
+            self.on_ready()
+
+    def drain(self) -> list[MusicEvent]:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._events)
+
