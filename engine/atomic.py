@@ -55,10 +55,10 @@ def atomic_write(
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        if path.exists():
-            # Keep the permissions a user gave the file they are overwriting; new files stay
-            # private (mkstemp's 0600), which suits saved conversations.
-            os.chmod(tmp_name, path.stat().st_mode & 0o7777)
+        # mkstemp makes the file 0600; the result should look like any file the user creates:
+        # an overwritten file keeps its permissions, a new one follows the umask.
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+        os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
         tmp_name = None
         _fsync_directory(directory)
@@ -71,6 +71,18 @@ def atomic_write(
             except OSError:
                 pass
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only set it, which would
+    race with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _fsync_directory(directory: Path) -> None:

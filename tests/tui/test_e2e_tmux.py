@@ -44,8 +44,13 @@ def letter_model(path: Path) -> Path:
     return save_checkpoint(sd, path)
 
 
+#: A private tmux server (its own socket, no user config): a shared server would start the app
+#: with that server's environment instead of the test's XDG folders.
+SERVER = ["tmux", "-L", f"rwkv-e2e-{uuid.uuid4().hex[:8]}", "-f", os.devnull]
+
+
 def capture(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+    return subprocess.run([*SERVER, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
 
 def wait_for(session: str, predicate, timeout: float, what: str) -> str:
@@ -75,22 +80,23 @@ def test_type_a_message_and_read_the_streamed_reply(tmp_path: Path) -> None:
     session = f"rwkv-e2e-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(config_home),
-        "XDG_STATE_HOME": str(tmp_path / "xdg-state"), "TERM": "xterm-256color",
+        "XDG_STATE_HOME": str(tmp_path / "xdg-state"), "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "TERM": "xterm-256color",
     }
     command = " ".join(shlex.quote(part) for part in (
         sys.executable, "-m", "tui.cli", "--model", str(model), "--tokenizer", "bytes", "--device", "cpu",
         "--dtype", "fp32",
     ))
     subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "110", "-y", "32", "-c", str(ROOT),
+        [*SERVER, "new-session", "-d", "-s", session, "-x", "110", "-y", "32", "-c", str(ROOT),
          f"{command}; echo EXIT=$?; sleep 30"],
         check=True, env=env,
     )
     try:
         wait_for(session, lambda s: "letters (" in s and "Message the model" in s, 60, "the app and its model")
-        subprocess.run(["tmux", "send-keys", "-t", session, "hello from tmux"], check=True)
+        subprocess.run([*SERVER, "send-keys", "-t", session, "hello from tmux"], check=True)
         wait_for(session, lambda s: "hello from tmux" in s, 10, "the typed text")
-        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+        subprocess.run([*SERVER, "send-keys", "-t", session, "Enter"], check=True)
         screen = wait_for(
             session, lambda s: "Assistant  48 tokens" in s, 60, "the streamed reply to finish",
         )
@@ -99,7 +105,7 @@ def test_type_a_message_and_read_the_streamed_reply(tmp_path: Path) -> None:
         # The reply is soft-wrapped on screen; compare the text with whitespace normalised.
         assert " ".join(expected.split())[:40] in shown
         assert "48 tokens" in screen and "idle" in screen
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-q"], check=True)
+        subprocess.run([*SERVER, "send-keys", "-t", session, "C-q"], check=True)
         wait_for(session, lambda s: "EXIT=0" in s, 20, "a clean exit")
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*SERVER, "kill-server"], capture_output=True)
