@@ -22,6 +22,8 @@ from engine.music.errors import MidiPortError
 
 DEFAULT_CLIENT_NAME = "rwkv-tui"
 DEFAULT_VIRTUAL_PORT = "rwkv-tui out"
+#: Long enough for a few JACK process cycles at any usual buffer size.
+JACK_FLUSH_SECONDS = 0.1
 JACK_CONNECT_SETTLE_SECONDS = 0.15
 
 
@@ -221,12 +223,14 @@ class RtMidiSink:
             self._out.delete()
             raise MidiPortError(f"cannot open {choice.describe()}: {exc}") from None
         self._closed = False
+        self._sent_any = False
 
     def send(self, message: Sequence[int]) -> None:
         if self._closed:
             raise MidiPortError(f"{self.description} is closed")
         try:
             self._out.send_message(list(message))
+            self._sent_any = True
         except Exception as exc:
             raise MidiPortError(f"{self.description}: {exc}") from None
 
@@ -245,6 +249,10 @@ class RtMidiSink:
         if self._closed:
             return
         self._closed = True
+        if self.choice.api == "JACK" and self._sent_any:
+            # JACK delivers MIDI in its next process cycle; closing the port at once drops what
+            # is still queued, which at the end of a piece is the silence (all notes off).
+            time.sleep(JACK_FLUSH_SECONDS)
         with contextlib.suppress(Exception):
             self._out.close_port()
         with contextlib.suppress(Exception):
