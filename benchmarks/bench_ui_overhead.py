@@ -80,7 +80,7 @@ async def in_app(path: Path, tokenizer: str, tokens: int, seed: int, device: str
     config = Path(tempfile.mkdtemp()) / "config.json"
     app = RwkvApp(LaunchOptions(
         model=str(path), tokenizer=tokenizer, device=device, dtype=dtype,
-        use_demo_models=False, config_path=config,
+        use_demo_models=False, config_path=config, autosave=False,  # no resume dialog over the chat
     ))
     async with app.run_test(size=(120, 40)) as pilot:
         while not app.chat_pane.has_model:
@@ -146,7 +146,7 @@ def child(path: Path, tokenizer: str, tokens: int, seed: int, device: str, dtype
     config = Path(tempfile.mkdtemp()) / "config.json"
     app = RwkvApp(LaunchOptions(
         model=str(path), tokenizer=tokenizer, device=device, dtype=dtype,
-        use_demo_models=False, config_path=config,
+        use_demo_models=False, config_path=config, autosave=False,  # no resume dialog over the chat
     ))
 
     def poll() -> None:
