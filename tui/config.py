@@ -9,7 +9,6 @@ know (written by a newer version or by another pane) are kept as they are when t
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +19,7 @@ import platformdirs
 from engine import EngineError, SamplingParams, ThinkMode
 from engine.atomic import atomic_write_text
 from tui.actions import ACTION_IDS
+from tui.values import coerce_number
 
 APP_NAME = "rwkv-tui"
 DEFAULT_THEME = "rwkv-dark"
@@ -145,24 +145,7 @@ def coerce_sampling_value(name: str, value: object) -> int | float | None:
     """Turn a JSON value or typed text into the field's type; ValueError says what is wrong."""
     if name == "seed" and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "random"))):
         return None
-    if isinstance(value, bool):
-        raise ValueError("expected a number, found true/false")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text) if name in _INT_FIELDS else float(text)
-        except ValueError:
-            kind = "a whole number" if name in _INT_FIELDS else "a number"
-            raise ValueError(f"expected {kind}, found {text!r}") from None
-    if name in _INT_FIELDS:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise ValueError(f"expected a whole number, found {value!r}")
-        return value
-    if not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ValueError(f"expected a finite number, found {value!r}")
-    return float(value)
+    return coerce_number(value, whole=name in _INT_FIELDS)
 
 
 def load_config(path: Path | None = None) -> LoadedConfig:

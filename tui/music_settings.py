@@ -9,7 +9,6 @@ are built from here, so the pane and ``rwkv-tui music generate`` mean the same t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ from engine import EngineError, SamplingParams
 from engine.music import abc as abc_notation
 from engine.music import generate as music_generate
 from engine.music.render import DEFAULT_TARGET_LUFS
+from tui.values import coerce_number
 
 MusicMode = Literal["midi", "abc"]
 MODES: tuple[MusicMode, ...] = ("midi", "abc")
@@ -173,24 +173,7 @@ def coerce_field(name: str, value: object) -> object:
         if not isinstance(value, str):
             raise ValueError(f"expected text, found {type(value).__name__}")
         return value.strip() if name != "tune_start" else value
-    if isinstance(value, bool):
-        raise ValueError("expected a number, found true/false")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text) if name in _INT_FIELDS else float(text)
-        except ValueError:
-            kind = "a whole number" if name in _INT_FIELDS else "a number"
-            raise ValueError(f"expected {kind}, found {text!r}") from None
-    if name in _INT_FIELDS:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise ValueError(f"expected a whole number, found {value!r}")
-        return value
-    if not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ValueError(f"expected a finite number, found {value!r}")
-    return float(value)
+    return coerce_number(value, whole=name in _INT_FIELDS)
 
 
 def _short(message: str) -> str:

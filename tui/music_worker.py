@@ -17,11 +17,9 @@ playback keeps time whatever the UI does) and publishes events into a merging
 from __future__ import annotations
 
 import itertools
-import logging
 import queue
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,11 +32,11 @@ from engine.music import midi_vocab as vocab
 from engine.music.errors import AbcError, MusicError
 from engine.music.midi_codec import NoteEvent, id_to_token
 from engine.music.player import Player, midi_file_timeline
+from tui.failures import report_failure
 from tui.music_protocol import (
     MusicFailed, MusicFinished, MusicOutbox, MusicPiece, MusicProgress, MusicRequest, MusicStarted,
 )
 
-log = logging.getLogger(__name__)
 
 #: The message of a run that was stopped or replaced while it still waited in the queue.
 STOPPED_BEFORE_START = "stopped before it started"
@@ -266,20 +264,7 @@ class MusicWorker:
                 self.player.play()
 
     def _report_failure(self, exc: BaseException) -> str:
-        """One line for the user; the traceback goes to the log file."""
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        message = f"music generation failed: {type(exc).__name__}" + (f": {first}" if first else "")
-        if self._log_path is not None:
-            try:
-                self._log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self._log_path, "a", encoding="utf-8") as handle:
-                    handle.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
-                    handle.write("".join(traceback.format_exception(exc)) + "\n")
-                message += f" (details in {self._log_path})"
-            except OSError:
-                pass
-        log.error("music generation failure", exc_info=exc)
-        return message
+        return report_failure(exc, "music generation failed", self._log_path)
 
 
 def _rate(tokens: int, since: float | None) -> float:

@@ -14,12 +14,10 @@ Nothing here imports Textual, so the worker is tested on its own with a real mod
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import queue
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import engine
@@ -28,6 +26,7 @@ from engine.atomic import atomic_write_text
 from engine.chat import clean_message
 from engine.demo_models import demo_model_path
 from engine.errors import StateModelMismatchError
+from tui.failures import report_failure
 from tui.inspector import EngineInspector
 from tui.protocol import (
     _GENERATING_COMMANDS, STATE_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
@@ -38,7 +37,6 @@ from tui.protocol import (
     TranscriptReplaced, TranscriptTruncated, TurnStarted, TurnView, _Shutdown,
 )
 
-log = logging.getLogger(__name__)
 
 #: Seconds between statistics events while generating.
 STATS_INTERVAL = 0.1
@@ -146,20 +144,7 @@ class EngineWorker:
             self._emit(Notice("error", self._report_failure(exc)))
 
     def _report_failure(self, exc: BaseException) -> str:
-        """One line for the user; the traceback goes to the log file."""
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        message = f"engine failure: {type(exc).__name__}" + (f": {first}" if first else "")
-        if self._log_path is not None:
-            try:
-                self._log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self._log_path, "a", encoding="utf-8") as handle:
-                    handle.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
-                    handle.write("".join(traceback.format_exception(exc)) + "\n")
-                message += f" (details in {self._log_path})"
-            except OSError:
-                pass
-        log.error("engine failure", exc_info=exc)
-        return message
+        return report_failure(exc, "engine failure", self._log_path)
 
     def _handle(self, command: Command) -> None:
         if isinstance(command, LoadModel):

@@ -41,7 +41,7 @@ def test_tui_uses_only_public_engine_modules() -> None:
 def test_engine_thread_modules_import_without_textual() -> None:
     code = (
         "import sys; sys.modules['textual'] = None\n"
-        "import tui.worker, tui.protocol, tui.think, tui.pacing\n"
+        "import tui.worker, tui.protocol, tui.think, tui.pacing, tui.failures, tui.music_worker\n"
         "print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
