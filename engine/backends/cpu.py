@@ -55,22 +55,29 @@ def _torch_threads(count: int) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+def _lora(x: torch.Tensor, transposed: torch.Tensor) -> torch.Tensor:
+    """One half of a LoRA pair, stored transposed: ``x @ transposed.T``."""
+    return F.linear(x, transposed)
+
+
 @dataclass
 class _Layer:
     ln1: tuple[torch.Tensor, torch.Tensor]
     ln2: tuple[torch.Tensor, torch.Tensor]
     mix: torch.Tensor  # (6, C): token-shift coefficients for r, w, k, v, a, g
+    # LoRA pairs are stored transposed, down (rank, C) and up (C, rank), so that one token's
+    # LoRA is a matrix-vector product in the same row-major layout as every other weight.
     w0: torch.Tensor
-    w1: torch.Tensor
-    w2: torch.Tensor
+    w1t: torch.Tensor
+    w2t: torch.Tensor
     a0: torch.Tensor
-    a1: torch.Tensor
-    a2: torch.Tensor
+    a1t: torch.Tensor
+    a2t: torch.Tensor
     v0: torch.Tensor | None
-    v1: torch.Tensor | None
-    v2: torch.Tensor | None
-    g1: torch.Tensor
-    g2: torch.Tensor
+    v1t: torch.Tensor | None
+    v2t: torch.Tensor | None
+    g1t: torch.Tensor
+    g2t: torch.Tensor
     k_k: torch.Tensor
     k_a: torch.Tensor
     r_k: torch.Tensor  # flattened (C,)
@@ -100,12 +107,13 @@ class CpuBackend:
         self.weight_dtype = weight_dtype
         self.kernels = kernels or get_kernels()
         self.threads = compute_threads()
+        self._plan: tuple[object, object] | None = None
 
         def small(name: str) -> torch.Tensor:
             return state_dict[name].detach().to(torch.float32).reshape(-1).contiguous()
 
         def lora(name: str) -> torch.Tensor:
-            return state_dict[name].detach().to(torch.float32).contiguous()
+            return state_dict[name].detach().t().to(torch.float32).contiguous()
 
         def big(name: str) -> torch.Tensor:
             return state_dict[name].detach().to(weight_dtype).contiguous()
@@ -123,12 +131,12 @@ class CpuBackend:
                     ln1=(small(p + "ln1.weight"), small(p + "ln1.bias")),
                     ln2=(small(p + "ln2.weight"), small(p + "ln2.bias")),
                     mix=torch.stack([small(p + "att." + m) for m in _MIX_ORDER]),
-                    w0=small(p + "att.w0"), w1=lora(p + "att.w1"), w2=lora(p + "att.w2"),
-                    a0=small(p + "att.a0"), a1=lora(p + "att.a1"), a2=lora(p + "att.a2"),
+                    w0=small(p + "att.w0"), w1t=lora(p + "att.w1"), w2t=lora(p + "att.w2"),
+                    a0=small(p + "att.a0"), a1t=lora(p + "att.a1"), a2t=lora(p + "att.a2"),
                     v0=small(p + "att.v0") if has_residual else None,
-                    v1=lora(p + "att.v1") if has_residual else None,
-                    v2=lora(p + "att.v2") if has_residual else None,
-                    g1=lora(p + "att.g1"), g2=lora(p + "att.g2"),
+                    v1t=lora(p + "att.v1") if has_residual else None,
+                    v2t=lora(p + "att.v2") if has_residual else None,
+                    g1t=lora(p + "att.g1"), g2t=lora(p + "att.g2"),
                     k_k=small(p + "att.k_k"), k_a=small(p + "att.k_a"), r_k=small(p + "att.r_k"),
                     receptance=big(p + "att.receptance.weight"), key=big(p + "att.key.weight"),
                     value=big(p + "att.value.weight"), output=big(p + "att.output.weight"),
@@ -145,6 +153,9 @@ class CpuBackend:
         self, tokens: Sequence[int], state: State, all_logits: bool = False
     ) -> tuple[torch.Tensor, State]:
         """Logits (last token, or every token with ``all_logits``) and the state after ``tokens``."""
+        decode = getattr(self.kernels, "decode", None)
+        if len(tokens) == 1 and decode is not None:
+            return self._decode_fused(tokens[0], state, all_logits)
         with torch.inference_mode(), _torch_threads(1 if len(tokens) == 1 else self.threads):
             ids = torch.tensor(list(tokens), dtype=torch.long)
             x = F.layer_norm(self.emb[ids].float(), (self.config.n_embd,), *self.ln0, _LAYER_NORM_EPS)
@@ -170,6 +181,24 @@ class CpuBackend:
             return (logits if all_logits else logits[0]), new
 
     # ----------------------------------------------------------------- helpers
+
+    def _decode_fused(self, token: int, state: State, all_logits: bool) -> tuple[torch.Tensor, State]:
+        """One token through the native whole-model kernel: the decode hot path."""
+        kernels = self.kernels
+        if self._plan is None or self._plan[0] is not kernels:
+            self._plan = (kernels, kernels.decode_plan(self))
+        if not 0 <= token < self.config.vocab:
+            raise IndexError(f"token id {token} is outside the vocabulary (0..{self.config.vocab - 1})")
+        new = State(
+            att_x=torch.empty_like(state.att_x),
+            wkv=torch.empty_like(state.wkv),
+            ffn_x=torch.empty_like(state.ffn_x),
+            tokens_seen=state.tokens_seen + 1,
+            meta=dict(state.meta),
+        )
+        source = State(att_x=state.att_x.contiguous(), wkv=state.wkv.contiguous(), ffn_x=state.ffn_x.contiguous())
+        logits = kernels.decode(self._plan[1], int(token), source, new, self.threads)
+        return (logits.unsqueeze(0) if all_logits else logits), new
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x @ weight.T`` for x of shape (T, in); a streaming kernel when T == 1."""
@@ -202,9 +231,9 @@ class CpuBackend:
         r = self._linear(xr, layer.receptance)
         k = self._linear(xk, layer.key)
         v = self._linear(xv, layer.value)
-        decay = torch.exp(-_DECAY_SCALE * torch.sigmoid(layer.w0 + torch.tanh(xw @ layer.w1) @ layer.w2))
-        iclr = torch.sigmoid(layer.a0 + (xa @ layer.a1) @ layer.a2)
-        gate = torch.sigmoid(xg @ layer.g1) @ layer.g2
+        decay = torch.exp(-_DECAY_SCALE * torch.sigmoid(layer.w0 + _lora(torch.tanh(_lora(xw, layer.w1t)), layer.w2t)))
+        iclr = torch.sigmoid(layer.a0 + _lora(_lora(xa, layer.a1t), layer.a2t))
+        gate = _lora(torch.sigmoid(_lora(xg, layer.g1t)), layer.g2t)
 
         heads = (steps, cfg.n_head, cfg.head_size)
         removal = F.normalize((k * layer.k_k).view(heads), dim=-1, p=2.0).view(steps, -1)
@@ -212,8 +241,8 @@ class CpuBackend:
         if v_first is None:
             v_first = v
         else:
-            assert layer.v0 is not None and layer.v1 is not None and layer.v2 is not None
-            mix = torch.sigmoid(layer.v0 + (xv @ layer.v1) @ layer.v2)
+            assert layer.v0 is not None and layer.v1t is not None and layer.v2t is not None
+            mix = torch.sigmoid(layer.v0 + _lora(_lora(xv, layer.v1t), layer.v2t))
             v = v + (v_first - v) * mix
 
         y, new_wkv = self.kernels.wkv7(wkv, r, decay, k, v, -removal, removal * iclr, self.threads)

@@ -259,57 +259,100 @@ void rwkv_matvec(const void *w, int dtype, const float *x, const float *x_even, 
 /*
  * y[cols] = h[inner] · Wt[inner, cols], skipping rows where h is zero.
  * The channel-mix of RWKV-7 squares a ReLU, so most of h is exactly zero and the rows of the
- * value matrix they would select need never be read. Threads split the output columns so no
- * reduction between threads is needed.
+ * value matrix they would select need never be read. The selected rows are cut into at most
+ * SPARSE_CHUNKS runs; each run is summed into its own partial vector while streaming whole
+ * contiguous rows, and the partials are added in run order, so the result does not depend on
+ * which thread took which run.
  */
+#define SPARSE_CHUNKS 32
+#define SPARSE_MIN_ROWS 8
+
 typedef struct {
     const void *wt;
     int dtype;
     const float *h;
-    float *y;
-    int64_t cols, nnz;
     const int64_t *index;
+    int64_t cols, nnz, rows_per_chunk;
+    float *partials; /* [chunks][cols] */
 } sparse_args;
 
-static void sparse_range(const void *ctx, int64_t begin, int64_t end) {
-    const sparse_args *args = ctx;
-    const void *wt = args->wt;
-    const int dtype = args->dtype;
-    const float *h = args->h;
-    const int64_t cols = args->cols, nnz = args->nnz;
-    const int64_t *scratch_index = args->index;
-    float *y = args->y;
-    for (int64_t c = begin; c < end; c++) {
-        const int64_t c0 = c * 64, c1 = c0 + 64 < cols ? c0 + 64 : cols;
-        float acc[64];
-        for (int64_t i = 0; i < c1 - c0; i++) acc[i] = 0.0f;
-        for (int64_t n = 0; n < nnz; n++) {
-            const int64_t j = scratch_index[n];
-            const float hj = h[j];
-            const int64_t base = j * cols + c0;
+/* acc[0:n] += sum over the given rows of h[row] * Wt[row, 0:n] */
+static void add_rows(const void *wt, int dtype, const float *h, const int64_t *rows, int64_t count,
+                     int64_t cols, float *acc) {
+    int64_t r = 0;
 #ifdef RWKV_AVX2
-            if (c1 - c0 == 64) {
-                __m256 hv = _mm256_set1_ps(hj);
-                for (int64_t i = 0; i < 64; i += 8) {
-                    __m256 a = _mm256_loadu_ps(acc + i);
-                    _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(load8(wt, dtype, base + i), hv, a));
+    if (cols % 8 == 0) {
+        for (; r + 4 <= count; r += 4) {
+            const int64_t j0 = rows[r], j1 = rows[r + 1], j2 = rows[r + 2], j3 = rows[r + 3];
+            const __m256 h0 = _mm256_set1_ps(h[j0]), h1 = _mm256_set1_ps(h[j1]);
+            const __m256 h2 = _mm256_set1_ps(h[j2]), h3 = _mm256_set1_ps(h[j3]);
+            /* the rows are scattered, so fetch the next group's while summing this one */
+            const int64_t ahead = r + 8 <= count ? 4 : 0;
+            const int64_t p0 = rows[r + ahead] * cols, p1 = rows[r + ahead + 1] * cols;
+            const int64_t p2 = rows[r + ahead + 2] * cols, p3 = rows[r + ahead + 3] * cols;
+            const int64_t elem = dtype == DT_F32 ? 4 : 2;
+            for (int64_t i = 0; i < cols; i += 8) {
+                if (ahead && (i * elem) % 64 == 0) {
+                    _mm_prefetch((const char *)wt + (p0 + i) * elem, _MM_HINT_T0);
+                    _mm_prefetch((const char *)wt + (p1 + i) * elem, _MM_HINT_T0);
+                    _mm_prefetch((const char *)wt + (p2 + i) * elem, _MM_HINT_T0);
+                    _mm_prefetch((const char *)wt + (p3 + i) * elem, _MM_HINT_T0);
                 }
-                continue;
+                __m256 a = _mm256_loadu_ps(acc + i);
+                a = _mm256_fmadd_ps(load8(wt, dtype, j0 * cols + i), h0, a);
+                a = _mm256_fmadd_ps(load8(wt, dtype, j1 * cols + i), h1, a);
+                a = _mm256_fmadd_ps(load8(wt, dtype, j2 * cols + i), h2, a);
+                a = _mm256_fmadd_ps(load8(wt, dtype, j3 * cols + i), h3, a);
+                _mm256_storeu_ps(acc + i, a);
             }
-#endif
-            for (int64_t i = 0; i < c1 - c0; i++) acc[i] += hj * load_weight(wt, dtype, base + i);
         }
-        memcpy(y + c0, acc, (size_t)(c1 - c0) * sizeof(float));
+    }
+#endif
+    for (; r < count; r++) {
+        const int64_t j = rows[r];
+        const float hj = h[j];
+        for (int64_t i = 0; i < cols; i++) acc[i] += hj * load_weight(wt, dtype, j * cols + i);
     }
 }
 
+static void sparse_range(const void *ctx, int64_t begin, int64_t end) {
+    const sparse_args *a = ctx;
+    for (int64_t c = begin; c < end; c++) {
+        const int64_t first = c * a->rows_per_chunk;
+        const int64_t count = first + a->rows_per_chunk < a->nnz ? a->rows_per_chunk : a->nnz - first;
+        float *acc = a->partials + c * a->cols;
+        memset(acc, 0, (size_t)a->cols * sizeof(float));
+        add_rows(a->wt, a->dtype, a->h, a->index + first, count, a->cols, acc);
+    }
+}
+
+/* Floats of partial sums sparse_vecmat needs for a given number of columns. */
+static int64_t sparse_partial_floats(int64_t cols) { return SPARSE_CHUNKS * cols; }
+
+/* index: the non-zero positions of h, nnz of them; partials: sparse_partial_floats(cols). */
+static void sparse_vecmat(const void *wt, int dtype, const float *h, const int64_t *index, int64_t nnz,
+                          int64_t cols, float *y, float *partials, int nthreads) {
+    int64_t rows_per_chunk = (nnz + SPARSE_CHUNKS - 1) / SPARSE_CHUNKS;
+    if (rows_per_chunk < SPARSE_MIN_ROWS) rows_per_chunk = SPARSE_MIN_ROWS;
+    const int64_t chunks = (nnz + rows_per_chunk - 1) / rows_per_chunk;
+    sparse_args args = {wt, dtype, h, index, cols, nnz, rows_per_chunk, partials};
+    parallel_for(sparse_range, &args, chunks, 1, nthreads);
+    memset(y, 0, (size_t)cols * sizeof(float));
+    for (int64_t c = 0; c < chunks; c++)
+        for (int64_t i = 0; i < cols; i++) y[i] += partials[c * cols + i];
+}
+
+/* scratch: int64[inner] for the index, then float[SPARSE_CHUNKS * cols] of partial sums. */
 void rwkv_sparse_vecmat(const void *wt, int dtype, const float *h, float *y, int64_t inner,
-                        int64_t cols, int64_t *scratch_index, int nthreads) {
+                        int64_t cols, int64_t *scratch, int nthreads) {
     int64_t nnz = 0;
     for (int64_t j = 0; j < inner; j++)
-        if (h[j] != 0.0f) scratch_index[nnz++] = j;
-    sparse_args args = {wt, dtype, h, y, cols, nnz, scratch_index};
-    parallel_for(sparse_range, &args, (cols + 63) / 64, 1, nthreads);
+        if (h[j] != 0.0f) scratch[nnz++] = j;
+    sparse_vecmat(wt, dtype, h, scratch, nnz, cols, y, (float *)(scratch + inner), nthreads);
+}
+
+int64_t rwkv_sparse_scratch_bytes(int64_t inner, int64_t cols) {
+    return inner * (int64_t)sizeof(int64_t) + sparse_partial_floats(cols) * (int64_t)sizeof(float);
 }
 
 /*
@@ -363,5 +406,247 @@ void rwkv_wkv7(int64_t T, int64_t H, int64_t N, const float *state_in, float *st
     parallel_for(wkv_range, &args, H, 1, nthreads);
 }
 
+
+/*
+ * One-token decoding of the whole model in one call.
+ *
+ * Decoding a token costs a few dozen large matrix-vector products, which the kernels above
+ * stream at memory speed, and several hundred tiny vector operations (norms, mixes,
+ * activations, LoRA chains), which cost microseconds each as separate torch calls: together
+ * those took 40 % of a 0.1B decode step. Here they are plain loops between the products, and
+ * independent products of a layer share one parallel job, so a layer waits on its helpers
+ * six times instead of once per operation.
+ */
+typedef struct {
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    const float *mix;                      /* (6, C): token-shift coefficients r, w, k, v, a, g */
+    const float *w0, *a0, *v0;             /* (C); v0 is NULL on layer 0 */
+    const void *w1t, *a1t, *v1t, *g1t;     /* LoRA down projections, stored (rank, C) */
+    const void *w2t, *a2t, *v2t, *g2t;     /* LoRA up projections, stored (C, rank) */
+    const float *k_k, *k_a, *r_k;
+    const void *receptance, *key, *value, *output; /* (C, C) */
+    const float *lnx_w, *lnx_b;
+    const float *ffn_mix;
+    const void *ffn_key;                   /* (F, C) */
+    const void *ffn_value_t;               /* (F, C): the value matrix transposed */
+} decode_layer_t;
+
+typedef struct {
+    int64_t n_layer, C, H, N, F, vocab, dw, da, dv, dg;
+    int dtype;                             /* of emb, head and the (C, C) / (F, C) matrices */
+    int lora_dtype;
+    const void *emb;                       /* (vocab, C) */
+    const float *ln0_w, *ln0_b, *ln_out_w, *ln_out_b;
+    const void *head;                      /* (vocab, C) */
+    const decode_layer_t *layers;
+} decode_model_t;
+
+typedef struct {
+    const void *w;
+    int dtype;
+    const float *x, *x_even, *x_odd;
+    float *y;
+    int64_t rows, cols;
+    int64_t chunk_blocks, first_chunk;
+} mv_task;
+
+typedef struct {
+    const mv_task *tasks;
+    int count;
+} mv_job;
+
+static void mv_job_range(const void *ctx, int64_t begin, int64_t end) {
+    const mv_job *job = ctx;
+    int t = 0;
+    for (int64_t c = begin; c < end; c++) {
+        while (t + 1 < job->count && job->tasks[t + 1].first_chunk <= c) t++;
+        const mv_task *task = &job->tasks[t];
+        const int64_t blocks = (task->rows + ROWS - 1) / ROWS;
+        const int64_t b0 = (c - task->first_chunk) * task->chunk_blocks;
+        const int64_t b1 = b0 + task->chunk_blocks < blocks ? b0 + task->chunk_blocks : blocks;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t row0 = b * ROWS;
+            const int64_t n = task->rows - row0 < ROWS ? task->rows - row0 : ROWS;
+            matvec_block(task->w, task->dtype, task->x, task->x_even, task->x_odd, task->y, row0, n,
+                         task->cols);
+        }
+    }
+}
+
+/* Every task's product in one parallel job, cut into ~128 KB pieces of weights. */
+static void run_matvecs(mv_task *tasks, int count, int nthreads) {
+    int64_t chunks = 0;
+    for (int i = 0; i < count; i++) {
+        mv_task *task = &tasks[i];
+        const int64_t elem = task->dtype == DT_F32 ? 4 : 2;
+        const int64_t blocks = (task->rows + ROWS - 1) / ROWS;
+        int64_t per_chunk = 131072 / (task->cols * elem) / ROWS;
+        task->chunk_blocks = per_chunk < 1 ? 1 : per_chunk;
+        task->first_chunk = chunks;
+        chunks += (blocks + task->chunk_blocks - 1) / task->chunk_blocks;
+    }
+    mv_job job = {tasks, count};
+    parallel_for(mv_job_range, &job, chunks, 1, nthreads);
+}
+
+/* A product task; for bf16 weights with a vectorised width, x is split into even/odd lanes. */
+static mv_task make_task(const void *w, int dtype, const float *x, float *split, float *y,
+                         int64_t rows, int64_t cols) {
+    mv_task task = {w, dtype, x, x, x, y, rows, cols, 0, 0};
+    if (dtype == DT_BF16 && cols % 16 == 0) {
+        for (int64_t i = 0; i < cols / 2; i++) {
+            split[i] = x[2 * i];
+            split[cols / 2 + i] = x[2 * i + 1];
+        }
+        task.x_even = split;
+        task.x_odd = split + cols / 2;
+    }
+    return task;
+}
+
+static void layer_norm(const float *x, const float *w, const float *b, float *y, int64_t n, float eps) {
+    double mean = 0.0, var = 0.0;
+    for (int64_t i = 0; i < n; i++) mean += x[i];
+    mean /= (double)n;
+    for (int64_t i = 0; i < n; i++) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+    const float inv = (float)(1.0 / sqrt(var / (double)n + eps)), m = (float)mean;
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * inv * w[i] + b[i];
+}
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* Floats of scratch rwkv_decode needs (its int64 index included). */
+int64_t rwkv_decode_scratch_floats(const decode_model_t *m) {
+    const int64_t C = m->C;
+    return 40 * C + 2 * (m->dw + m->da + m->dv + m->dg) + 4 * m->F + sparse_partial_floats(C) + 64;
+}
+
+#define DECAY_SCALE 0.6065306597126334f /* exp(-0.5) */
+
+/*
+ * Logits of one token and the state after it. The state is read from *_in and written to
+ * *_out, which must not alias them (a forward pass never mutates the state it was given).
+ */
+void rwkv_decode(const decode_model_t *m, int64_t token, const float *att_in, const float *wkv_in,
+                 const float *ffn_in, float *att_out, float *wkv_out, float *ffn_out, float *logits,
+                 float *scratch, int nthreads) {
+    const int64_t C = m->C, H = m->H, N = m->N, F = m->F;
+    float *x = scratch, *xn = x + C, *mixed = xn + C, *split = mixed + 6 * C;
+    float *r = split + 6 * C, *k = r + C, *v = k + C, *uw = v + C, *ua = uw + C, *uv = ua + C;
+    float *ug = uv + C, *kk = ug + C, *v_first = kk + C, *y = v_first + C, *out = y + C;
+    float *down = out + C, *down_split = down + (m->dw + m->da + m->dv + m->dg);
+    float *hidden = down_split + (m->dw + m->da + m->dv + m->dg);
+    int64_t *index = (int64_t *)(hidden + F + (F & 1));
+    float *partials = (float *)(index + F);
+    float *dw = down, *da = dw + m->dw, *dv = da + m->da, *dg = dv + m->dv;
+    float *dw_s = down_split, *da_s = dw_s + m->dw, *dv_s = da_s + m->da, *dg_s = dv_s + m->dv;
+    float *xr = mixed, *xw = mixed + C, *xk = mixed + 2 * C, *xv = mixed + 3 * C;
+    float *xa = mixed + 4 * C, *xg = mixed + 5 * C;
+    mv_task tasks[8];
+
+    for (int64_t i = 0; i < C; i++) x[i] = load_weight(m->emb, m->dtype, token * C + i);
+    layer_norm(x, m->ln0_w, m->ln0_b, x, C, 1e-5f);
+
+    for (int64_t l = 0; l < m->n_layer; l++) {
+        const decode_layer_t *L = &m->layers[l];
+        const int residual = L->v0 != NULL;
+
+        /* time mix: token shift, then every product that depends only on the shifted inputs */
+        layer_norm(x, L->ln1_w, L->ln1_b, xn, C, 1e-5f);
+        const float *prev = att_in + l * C;
+        for (int j = 0; j < 6; j++)
+            for (int64_t i = 0; i < C; i++) mixed[j * C + i] = xn[i] + (prev[i] - xn[i]) * L->mix[j * C + i];
+        memcpy(att_out + l * C, xn, (size_t)C * sizeof(float));
+        int n = 0;
+        tasks[n++] = make_task(L->receptance, m->dtype, xr, split, r, C, C);
+        tasks[n++] = make_task(L->key, m->dtype, xk, split + 2 * C, k, C, C);
+        tasks[n++] = make_task(L->value, m->dtype, xv, split + 3 * C, v, C, C);
+        tasks[n++] = make_task(L->w1t, m->lora_dtype, xw, split + C, dw, m->dw, C);
+        tasks[n++] = make_task(L->a1t, m->lora_dtype, xa, split + 4 * C, da, m->da, C);
+        tasks[n++] = make_task(L->g1t, m->lora_dtype, xg, split + 5 * C, dg, m->dg, C);
+        if (residual) {
+            /* xv is split already when the value matrix needed it; reuse that split */
+            mv_task t = make_task(L->v1t, m->lora_dtype, xv, split + 3 * C, dv, m->dv, C);
+            tasks[n++] = t;
+        }
+        run_matvecs(tasks, n, nthreads);
+
+        for (int64_t i = 0; i < m->dw; i++) dw[i] = tanhf(dw[i]);
+        for (int64_t i = 0; i < m->dg; i++) dg[i] = sigmoidf(dg[i]);
+        n = 0;
+        tasks[n++] = make_task(L->w2t, m->lora_dtype, dw, dw_s, uw, C, m->dw);
+        tasks[n++] = make_task(L->a2t, m->lora_dtype, da, da_s, ua, C, m->da);
+        tasks[n++] = make_task(L->g2t, m->lora_dtype, dg, dg_s, ug, C, m->dg);
+        if (residual) tasks[n++] = make_task(L->v2t, m->lora_dtype, dv, dv_s, uv, C, m->dv);
+        run_matvecs(tasks, n, nthreads);
+
+        /* decay w (into uw), in-context learning rate a (into ua), key removal kk, new k and v */
+        for (int64_t i = 0; i < C; i++) {
+            uw[i] = expf(-DECAY_SCALE * sigmoidf(L->w0[i] + uw[i]));
+            ua[i] = sigmoidf(L->a0[i] + ua[i]);
+            kk[i] = k[i] * L->k_k[i];
+        }
+        for (int64_t h = 0; h < H; h++) {
+            double sum = 0.0;
+            for (int64_t j = 0; j < N; j++) sum += (double)kk[h * N + j] * kk[h * N + j];
+            float norm = (float)sqrt(sum);
+            const float scale = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+            for (int64_t j = 0; j < N; j++) kk[h * N + j] *= scale;
+        }
+        for (int64_t i = 0; i < C; i++) k[i] *= 1.0f + (ua[i] - 1.0f) * L->k_a[i];
+        if (!residual) {
+            memcpy(v_first, v, (size_t)C * sizeof(float));
+        } else {
+            for (int64_t i = 0; i < C; i++) v[i] += (v_first[i] - v[i]) * sigmoidf(L->v0[i] + uv[i]);
+        }
+
+        /* the WKV recurrence with a = -kk, b = kk * iclr; reuse xw/xa (no longer needed) */
+        for (int64_t i = 0; i < C; i++) {
+            xw[i] = -kk[i];
+            xa[i] = kk[i] * ua[i];
+        }
+        wkv_args wargs = {1, H, N, wkv_in + l * H * N * N, wkv_out + l * H * N * N, r, uw, k, v, xw, xa, y};
+        parallel_for(wkv_range, &wargs, H, 1, H * N * N >= 32768 ? nthreads : 1);
+
+        /* per-head group norm, the bonus term r·(k∘r_k)·v, and the gate */
+        for (int64_t h = 0; h < H; h++) {
+            float *yh = y + h * N;
+            double mean = 0.0, var = 0.0, bonus = 0.0;
+            for (int64_t j = 0; j < N; j++) mean += yh[j];
+            mean /= (double)N;
+            for (int64_t j = 0; j < N; j++) var += ((double)yh[j] - mean) * ((double)yh[j] - mean);
+            const float inv = (float)(1.0 / sqrt(var / (double)N + 64e-5)), mu = (float)mean;
+            for (int64_t j = 0; j < N; j++) bonus += (double)r[h * N + j] * k[h * N + j] * L->r_k[h * N + j];
+            for (int64_t j = 0; j < N; j++) {
+                const int64_t i = h * N + j;
+                yh[j] = ((yh[j] - mu) * inv * L->lnx_w[i] + L->lnx_b[i] + (float)bonus * v[i]) * ug[i];
+            }
+        }
+        tasks[0] = make_task(L->output, m->dtype, y, split, out, C, C);
+        run_matvecs(tasks, 1, nthreads);
+        for (int64_t i = 0; i < C; i++) x[i] += out[i];
+
+        /* channel mix: squared-ReLU key, then only the value rows its non-zero outputs select */
+        layer_norm(x, L->ln2_w, L->ln2_b, xn, C, 1e-5f);
+        const float *fprev = ffn_in + l * C;
+        for (int64_t i = 0; i < C; i++) mixed[i] = xn[i] + (fprev[i] - xn[i]) * L->ffn_mix[i];
+        memcpy(ffn_out + l * C, xn, (size_t)C * sizeof(float));
+        tasks[0] = make_task(L->ffn_key, m->dtype, mixed, split, hidden, F, C);
+        run_matvecs(tasks, 1, nthreads);
+        int64_t nnz = 0;
+        for (int64_t j = 0; j < F; j++) {
+            const float hj = hidden[j] > 0.0f ? hidden[j] * hidden[j] : 0.0f;
+            hidden[j] = hj;
+            if (hj != 0.0f) index[nnz++] = j;
+        }
+        sparse_vecmat(L->ffn_value_t, m->dtype, hidden, index, nnz, C, out, partials, nthreads);
+        for (int64_t i = 0; i < C; i++) x[i] += out[i];
+    }
+
+    layer_norm(x, m->ln_out_w, m->ln_out_b, xn, C, 1e-5f);
+    tasks[0] = make_task(m->head, m->dtype, xn, split, logits, m->vocab, C);
+    run_matvecs(tasks, 1, nthreads);
+}
+
 /* Version tag checked by the loader so a stale cached library is never used. */
-int rwkv_native_abi(void) { return 4; }
+int rwkv_native_abi(void) { return 6; }

@@ -17,15 +17,18 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import torch
 
+from engine.checkpoint import ModelConfig
 from engine.paths import cache_dir
+from engine.state import State
 
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("cpu_native.c")
-_ABI = 4
+_ABI = 6
 _DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _DISABLE_ENV = "RWKV_TUI_NATIVE"
 
@@ -82,8 +85,14 @@ class NativeKernels(TorchKernels):
         library.rwkv_matvec.restype = None
         library.rwkv_sparse_vecmat.argtypes = [ptr, c_int, ptr, ptr, i64, i64, ptr, c_int]
         library.rwkv_sparse_vecmat.restype = None
+        library.rwkv_sparse_scratch_bytes.argtypes = [i64, i64]
+        library.rwkv_sparse_scratch_bytes.restype = i64
         library.rwkv_wkv7.argtypes = [i64, i64, i64, ptr, ptr] + [ptr] * 7 + [c_int]
         library.rwkv_wkv7.restype = None
+        library.rwkv_decode_scratch_floats.argtypes = [ctypes.POINTER(_DecodeModel)]
+        library.rwkv_decode_scratch_floats.restype = i64
+        library.rwkv_decode.argtypes = [ctypes.POINTER(_DecodeModel), i64] + [ptr] * 8 + [c_int]
+        library.rwkv_decode.restype = None
 
     def matvec(self, weight: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
         rows, cols = weight.shape
@@ -103,7 +112,7 @@ class NativeKernels(TorchKernels):
         inner, cols = weight_t.shape
         h = h.contiguous()
         out = torch.empty(cols, dtype=torch.float32)
-        scratch = torch.empty(inner, dtype=torch.int64)
+        scratch = torch.empty(self._lib.rwkv_sparse_scratch_bytes(inner, cols), dtype=torch.uint8)
         self._lib.rwkv_sparse_vecmat(
             weight_t.data_ptr(), _DTYPE_CODES[weight_t.dtype], h.data_ptr(), out.data_ptr(),
             inner, cols, scratch.data_ptr(), threads,
@@ -128,6 +137,135 @@ class NativeKernels(TorchKernels):
             *(t.data_ptr() for t in tensors), out.data_ptr(), threads,
         )
         return out, state_out
+
+
+    def decode_plan(self, model: "DecodeWeights") -> "DecodePlan":
+        """Describe a model's weights to the fused one-token kernel (once per model)."""
+        return DecodePlan(model, self._lib)
+
+    def decode(self, plan: "DecodePlan", token: int, state: State, out: State, threads: int) -> torch.Tensor:
+        """Logits of one token; the state after it is written into ``out``, ``state`` is only read."""
+        logits = torch.empty(plan.vocab, dtype=torch.float32)
+        scratch = torch.empty(plan.scratch_floats, dtype=torch.float32)
+        self._lib.rwkv_decode(
+            ctypes.byref(plan.struct), token,
+            state.att_x.data_ptr(), state.wkv.data_ptr(), state.ffn_x.data_ptr(),
+            out.att_x.data_ptr(), out.wkv.data_ptr(), out.ffn_x.data_ptr(),
+            logits.data_ptr(), scratch.data_ptr(), threads,
+        )
+        return logits
+
+
+class DecodeLayerWeights(Protocol):
+    """The tensors of one layer the fused kernel reads (the CPU backend's layer record)."""
+
+    ln1: tuple[torch.Tensor, torch.Tensor]
+    ln2: tuple[torch.Tensor, torch.Tensor]
+    mix: torch.Tensor
+    w0: torch.Tensor
+    w1t: torch.Tensor
+    w2t: torch.Tensor
+    a0: torch.Tensor
+    a1t: torch.Tensor
+    a2t: torch.Tensor
+    v0: torch.Tensor | None
+    v1t: torch.Tensor | None
+    v2t: torch.Tensor | None
+    g1t: torch.Tensor
+    g2t: torch.Tensor
+    k_k: torch.Tensor
+    k_a: torch.Tensor
+    r_k: torch.Tensor
+    receptance: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    output: torch.Tensor
+    ln_x: tuple[torch.Tensor, torch.Tensor]
+    ffn_mix: torch.Tensor
+    ffn_key: torch.Tensor
+    ffn_value_t: torch.Tensor
+
+
+class DecodeWeights(Protocol):
+    """A whole model as the fused kernel sees it."""
+
+    config: ModelConfig
+    emb: torch.Tensor
+    ln0: tuple[torch.Tensor, torch.Tensor]
+    ln_out: tuple[torch.Tensor, torch.Tensor]
+    head: torch.Tensor
+    layers: Sequence[DecodeLayerWeights]
+
+
+_LAYER_POINTERS = (
+    "ln1_w", "ln1_b", "ln2_w", "ln2_b", "mix", "w0", "a0", "v0", "w1t", "a1t", "v1t", "g1t",
+    "w2t", "a2t", "v2t", "g2t", "k_k", "k_a", "r_k", "receptance", "key", "value", "output",
+    "lnx_w", "lnx_b", "ffn_mix", "ffn_key", "ffn_value_t",
+)
+
+
+class _DecodeLayer(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in _LAYER_POINTERS]
+
+
+class _DecodeModel(ctypes.Structure):
+    _fields_ = [
+        *((name, ctypes.c_int64) for name in ("n_layer", "C", "H", "N", "F", "vocab", "dw", "da", "dv", "dg")),
+        ("dtype", ctypes.c_int), ("lora_dtype", ctypes.c_int),
+        *((name, ctypes.c_void_p) for name in ("emb", "ln0_w", "ln0_b", "ln_out_w", "ln_out_b", "head")),
+        ("layers", ctypes.POINTER(_DecodeLayer)),
+    ]
+
+
+class DecodePlan:
+    """Pointers to a model's weights in the layout ``rwkv_decode`` reads.
+
+    It holds raw addresses, so it keeps every tensor it points into alive and checks the
+    layout once here rather than on every token.
+    """
+
+    def __init__(self, model: DecodeWeights, library: ctypes.CDLL) -> None:
+        cfg = model.config
+        layers = list(model.layers)
+        big_dtype = model.head.dtype
+        lora_dtype = layers[0].w1t.dtype
+        self._keep: list[torch.Tensor] = []
+
+        def address(t: torch.Tensor | None, dtype: torch.dtype | None = torch.float32) -> int | None:
+            if t is None:
+                return None
+            if not t.is_contiguous() or t.device.type != "cpu" or (dtype is not None and t.dtype != dtype):
+                raise ValueError(f"fused decode needs contiguous CPU {dtype} weights, got {t.dtype} {tuple(t.shape)}")
+            self._keep.append(t)
+            return t.data_ptr()
+
+        self._layers = (_DecodeLayer * len(layers))()
+        for slot, layer in zip(self._layers, layers):
+            fields = {
+                "ln1_w": address(layer.ln1[0]), "ln1_b": address(layer.ln1[1]),
+                "ln2_w": address(layer.ln2[0]), "ln2_b": address(layer.ln2[1]),
+                "mix": address(layer.mix), "w0": address(layer.w0), "a0": address(layer.a0),
+                "v0": address(layer.v0), "k_k": address(layer.k_k), "k_a": address(layer.k_a),
+                "r_k": address(layer.r_k), "lnx_w": address(layer.ln_x[0]), "lnx_b": address(layer.ln_x[1]),
+                "ffn_mix": address(layer.ffn_mix),
+            }
+            for name in ("w1t", "a1t", "v1t", "g1t", "w2t", "a2t", "v2t", "g2t"):
+                fields[name] = address(getattr(layer, name), lora_dtype)
+            for name in ("receptance", "key", "value", "output", "ffn_key", "ffn_value_t"):
+                fields[name] = address(getattr(layer, name), big_dtype)
+            for name, value in fields.items():
+                setattr(slot, name, value)
+        self.vocab = cfg.vocab
+        self.struct = _DecodeModel(
+            n_layer=cfg.n_layer, C=cfg.n_embd, H=cfg.n_head, N=cfg.head_size,
+            F=cfg.ffn_dim, vocab=cfg.vocab,
+            dw=cfg.decay_rank, da=cfg.iclr_rank, dv=cfg.value_rank, dg=cfg.gate_rank,
+            dtype=_DTYPE_CODES[big_dtype], lora_dtype=_DTYPE_CODES[lora_dtype],
+            emb=address(model.emb, big_dtype), ln0_w=address(model.ln0[0]), ln0_b=address(model.ln0[1]),
+            ln_out_w=address(model.ln_out[0]), ln_out_b=address(model.ln_out[1]),
+            head=address(model.head, big_dtype), layers=self._layers,
+        )
+        self.scratch_floats = int(library.rwkv_decode_scratch_floats(ctypes.byref(self.struct)))
 
 
 _lock = threading.Lock()
