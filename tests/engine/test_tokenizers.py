@@ -41,6 +41,17 @@ def test_world_matches_reference_tokenizer_on_mixed_text() -> None:
     assert world.decode(reference.encode(text)) == text
 
 
+def test_world_decodes_every_token_to_the_reference_bytes() -> None:
+    """The byte table is read with a fast path for plain literals; every id must still agree."""
+    from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
+    import rwkv
+
+    reference = TRIE_TOKENIZER(str(Path(rwkv.__file__).with_name("rwkv_vocab_v20230424.txt")))
+    world = get_tokenizer("world")
+    mismatched = [i for i in range(1, 65536) if world.token_bytes(i) != reference.idx2token.get(i, b"")]
+    assert mismatched == []
+
+
 def test_world_stream_never_splits_characters() -> None:
     world = get_tokenizer("world")
     text = "héllo 世界 🎵 done"
