@@ -157,7 +157,7 @@ class Sampler:
     def sample(self, logits: torch.Tensor) -> int:
         """Pick the next token and record it for the penalties."""
         adjusted = self.adjust(logits)
-        if not bool(torch.isfinite(adjusted).any()):
+        if not float(adjusted.max()) > -math.inf:  # all -inf (or NaN): one reduction, not two
             raise EngineError("every token is banned or filtered: nothing left to sample")
         p = self.params
         token = truncate_and_sample(adjusted, p.temperature, p.top_p, p.top_k, self.generator)
