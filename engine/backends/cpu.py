@@ -2,9 +2,13 @@
 
 Activations, the WKV recurrence and the state are fp32 whatever the weight dtype: storing the
 large matrices in bf16 halves the memory traffic that bounds decoding speed, while fp32
-arithmetic keeps the logits within bf16 rounding of the fp32 reference. One code path serves
-one token (decode) and many (prefill); only the matrix products differ, because a
-matrix-vector product is memory-bound and a matrix-matrix product is compute-bound.
+arithmetic keeps the logits within bf16 rounding of the fp32 reference.
+
+Many tokens (prefill) run op by op in torch: the matrix-matrix products are compute-bound and
+torch's GEMM serves them well. One token (decode) goes to the native library's whole-model
+kernel when it is available, because op by op the hundreds of tiny vector operations of a step
+cost as much as streaming the weights; the op-by-op path remains the fallback (no C compiler)
+and the reference the fused kernel is tested against.
 """
 
 from __future__ import annotations
