@@ -127,6 +127,44 @@ __device__ __forceinline__ void ln_mix_row(const float *x, const float *w, const
     }
 }
 
+/*
+ * One WKV-7 step of one value row i of a head's N x N state, the row held in registers as s:
+ *   sa = sum_j a[j] s[j];  s[j] = s[j] w[j] + sa b[j] + v_i k[j];  returns y_i = sum_j s[j] r[j]
+ * (rwkv7-engine.md section 2.2 step 9). r, w, k, a, b are the head's N channels in shared
+ * memory, packed as float4. Four independent accumulators per dot product: the dot products
+ * are the recurrence's serial path, and a single accumulator would make every FMA wait for the
+ * previous one. Shared by the sequence (prefill) and the one-token (decode) kernels.
+ */
+template <int N>
+__device__ __forceinline__ float wkv_row_step(float (&s)[N], const float4 *sh_r, const float4 *sh_w,
+                                              const float4 *sh_k, const float4 *sh_a,
+                                              const float4 *sh_b, float v_i) {
+    float sa0 = 0.0f, sa1 = 0.0f, sa2 = 0.0f, sa3 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N / 4; j++) {
+        const float4 q = sh_a[j];
+        sa0 = fmaf(s[4 * j], q.x, sa0);
+        sa1 = fmaf(s[4 * j + 1], q.y, sa1);
+        sa2 = fmaf(s[4 * j + 2], q.z, sa2);
+        sa3 = fmaf(s[4 * j + 3], q.w, sa3);
+    }
+    const float sa = (sa0 + sa1) + (sa2 + sa3);
+    float y0 = 0.0f, y1 = 0.0f, y2 = 0.0f, y3 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N / 4; j++) {
+        const float4 qw = sh_w[j], qk = sh_k[j], qb = sh_b[j], qr = sh_r[j];
+        s[4 * j] = s[4 * j] * qw.x + sa * qb.x + v_i * qk.x;
+        s[4 * j + 1] = s[4 * j + 1] * qw.y + sa * qb.y + v_i * qk.y;
+        s[4 * j + 2] = s[4 * j + 2] * qw.z + sa * qb.z + v_i * qk.z;
+        s[4 * j + 3] = s[4 * j + 3] * qw.w + sa * qb.w + v_i * qk.w;
+        y0 = fmaf(s[4 * j], qr.x, y0);
+        y1 = fmaf(s[4 * j + 1], qr.y, y1);
+        y2 = fmaf(s[4 * j + 2], qr.z, y2);
+        y3 = fmaf(s[4 * j + 3], qr.w, y3);
+    }
+    return (y0 + y1) + (y2 + y3);
+}
+
 }  // namespace rwkv7
 
 #endif /* RWKV7_DEVICE_CUH */

@@ -171,32 +171,7 @@ __global__ void __launch_bounds__(N) tmix_decode_kernel(const TmixDecodeArgs arg
 
     __syncthreads();
 
-    /* Four independent accumulators: the dot products are the recurrence's serial path. */
-    float sa0 = 0.0f, sa1 = 0.0f, sa2 = 0.0f, sa3 = 0.0f;
-#pragma unroll
-    for (int j = 0; j < N / 4; j++) {
-        const float4 q = sh_a[j];
-        sa0 = fmaf(s[4 * j], q.x, sa0);
-        sa1 = fmaf(s[4 * j + 1], q.y, sa1);
-        sa2 = fmaf(s[4 * j + 2], q.z, sa2);
-        sa3 = fmaf(s[4 * j + 3], q.w, sa3);
-    }
-    const float sa = (sa0 + sa1) + (sa2 + sa3);
-    float y0 = 0.0f, y1 = 0.0f, y2 = 0.0f, y3 = 0.0f;
-    const float vi = p.v;
-#pragma unroll
-    for (int j = 0; j < N / 4; j++) {
-        const float4 qw = sh_w[j], qk = sh_k[j], qb = sh_b[j], qr = sh_r[j];
-        s[4 * j] = s[4 * j] * qw.x + sa * qb.x + vi * qk.x;
-        s[4 * j + 1] = s[4 * j + 1] * qw.y + sa * qb.y + vi * qk.y;
-        s[4 * j + 2] = s[4 * j + 2] * qw.z + sa * qb.z + vi * qk.z;
-        s[4 * j + 3] = s[4 * j + 3] * qw.w + sa * qb.w + vi * qk.w;
-        y0 = fmaf(s[4 * j], qr.x, y0);
-        y1 = fmaf(s[4 * j + 1], qr.y, y1);
-        y2 = fmaf(s[4 * j + 2], qr.z, y2);
-        y3 = fmaf(s[4 * j + 3], qr.w, y3);
-    }
-    const float y = (y0 + y1) + (y2 + y3);
+    const float y = wkv_row_step<N>(s, sh_r, sh_w, sh_k, sh_a, sh_b, p.v);
 #pragma unroll
     for (int j = 0; j < N; j += 4) {
         *reinterpret_cast<float4 *>(dst + j) = make_float4(s[j], s[j + 1], s[j + 2], s[j + 3]);
