@@ -8,14 +8,14 @@ update rate, never on how fast the model writes.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import Callable, Literal, Union
+from typing import Literal, Union
 
 import mido
 
 from engine.music.midi_codec import NoteEvent
 from tui.music_settings import MusicMode, MusicSettings
+from tui.outbox import MergingOutbox
 
 Severity = Literal["information", "warning", "error"]
 
@@ -89,36 +89,19 @@ class MusicFailed:
 MusicEvent = Union[MusicStarted, MusicProgress, MusicFinished, MusicFailed]
 
 
-class MusicOutbox:
-    """Thread-safe, merging event buffer; ``on_ready`` fires when it stops being empty."""
+class MusicOutbox(MergingOutbox[MusicEvent]):
+    """The music thread's outbox: consecutive progress of one run becomes one event."""
 
-    def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._events: list[MusicEvent] = []
-        self.on_ready = on_ready
+    def merge(self, waiting: list[MusicEvent], event: MusicEvent) -> MusicEvent | None:
+        last = waiting[-1] if waiting else None
+        if isinstance(event, MusicProgress) and isinstance(last, MusicProgress) and last.run == event.run:
+            waiting[-1] = MusicProgress(
+                event.run, last.text + event.text, last.events + event.events, event.time_ms,
+                event.generated_tokens, event.tokens_per_second,
+            )
+            return None
+        return event
 
-    def put(self, event: MusicEvent) -> None:
-        with self._lock:
-            events = self._events
-            was_empty = not events
-            last = events[-1] if events else None
-            if isinstance(event, MusicProgress) and isinstance(last, MusicProgress) and last.run == event.run:
-                events[-1] = MusicProgress(
-                    event.run, last.text + event.text, last.events + event.events, event.time_ms,
-                    event.generated_tokens, event.tokens_per_second,
-                )
-                return
-            events.append(event)
-        urgent = isinstance(event, (MusicFinished, MusicFailed))
-        if self.on_ready is not None and (was_empty or urgent):
-            self.on_ready()
-
-    def drain(self) -> list[MusicEvent]:
-        with self._lock:
-            events, self._events = self._events, []
-        return events
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._events)
+    def urgent(self, event: MusicEvent) -> bool:
+        return isinstance(event, (MusicFinished, MusicFailed))
 

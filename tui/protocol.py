@@ -8,11 +8,11 @@ cost per frame does not grow with the engine's speed.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 from engine import SamplingParams, ThinkMode
+from tui.outbox import MergingOutbox
 
 if TYPE_CHECKING:
     from engine import Model, Tokenizer
@@ -382,53 +382,34 @@ Event = Union[
 ]
 
 
-class Outbox:
-    """Thread-safe event buffer with merging, drained by the UI.
+class Outbox(MergingOutbox[Event]):
+    """The engine thread's outbox: reply text joined, only the newest stats and load progress.
 
-    ``on_ready`` (optional) is called, from the producing thread, whenever the buffer goes from
-    empty to non-empty: the UI uses it to post itself one wake-up message, so it neither polls
-    nor hears from the engine more than once per drain, however fast tokens come. Events that
-    end something the user waits for (a finished reply, an error) call it again even if the
-    buffer was not empty, so the UI shows them at once instead of at its next paced update.
+    Finished or failed replies, rejected prompts, model loads, notices and state diffs are
+    urgent (see :class:`~tui.outbox.MergingOutbox`).
     """
 
     _LATEST_ONLY = (Stats, ModelLoading)
     _URGENT = (ReplyFinished, ReplyFailed, PromptRejected, ModelLoaded, ModelLoadFailed, Notice, StateDiffReady)
 
-    def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._events: list[Event] = []
-        self.on_ready = on_ready
+    def merge(self, waiting: list[Event], event: Event) -> Event | None:
+        if isinstance(event, ReplyDelta) and waiting:
+            last = waiting[-1]
+            if isinstance(last, ReplyDelta) and last.index == event.index:
+                waiting[-1] = ReplyDelta(event.index, last.text + event.text)
+                return None
+        if isinstance(event, InspectorUpdate):
+            event = _merge_inspector_update(waiting, event)
+        if isinstance(event, self._LATEST_ONLY):
+            # Only the newest matters; drop an older one still waiting.
+            for i in range(len(waiting) - 1, -1, -1):
+                if type(waiting[i]) is type(event):
+                    del waiting[i]
+                    break
+        return event
 
-    def put(self, event: Event) -> None:
-        with self._lock:
-            events = self._events
-            was_empty = not events
-            if isinstance(event, ReplyDelta) and events:
-                last = events[-1]
-                if isinstance(last, ReplyDelta) and last.index == event.index:
-                    events[-1] = ReplyDelta(event.index, last.text + event.text)
-                    return
-            if isinstance(event, InspectorUpdate):
-                event = _merge_inspector_update(events, event)
-            if isinstance(event, self._LATEST_ONLY):
-                # Only the newest matters; drop an older one still waiting.
-                for i in range(len(events) - 1, -1, -1):
-                    if type(events[i]) is type(event):
-                        del events[i]
-                        break
-            events.append(event)
-        if self.on_ready is not None and (was_empty or isinstance(event, self._URGENT)):
-            self.on_ready()
-
-    def drain(self) -> list[Event]:
-        with self._lock:
-            events, self._events = self._events, []
-        return events
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._events)
+    def urgent(self, event: Event) -> bool:
+        return isinstance(event, self._URGENT)
 
 
 #: Per-token changes kept while the UI does not drain (the sparkline shows fewer anyway).
