@@ -322,6 +322,7 @@ class Player:
             self._error = None
             self._programs = self._programs_before(schedule.index)
             self._send_programs()
+            self._restrike(schedule.index)
             self._cond.notify_all()
 
     def pause(self) -> None:
@@ -352,6 +353,7 @@ class Player:
             self._programs = self._programs_before(self._schedule.index)
             if self._schedule.state == PlayerState.PLAYING:
                 self._send_programs()
+                self._restrike(self._schedule.index)
             self._cond.notify_all()
 
     @property
@@ -496,6 +498,27 @@ class Player:
             if message[0] & 0xF0 == 0xC0:
                 programs[message[0] & 0x0F] = message[1]
         return programs
+
+    def _sounding_before(self, index: int) -> list[tuple[int, ...]]:
+        """Note-ons still held at a timeline position (struck before it, released after it)."""
+        held: dict[tuple[int, int], tuple[int, ...]] = {}
+        for message in self._schedule.messages[:index]:
+            status = message[0] & 0xF0
+            if status == 0x90 and message[2] > 0:
+                held[(message[0] & 0x0F, message[1])] = message
+            elif status in (0x80, 0x90):
+                held.pop((message[0] & 0x0F, message[1]), None)
+        return list(held.values())
+
+    def _restrike(self, index: int) -> None:
+        """Sound again the notes a pause or seek cut off, so a long note resumes mid-way.
+
+        Percussion (channel 10) is left alone: a held drum note is one hit, not a sustained
+        sound, and striking it again would add a beat that is not in the piece.
+        """
+        for message in self._sounding_before(index):
+            if message[0] & 0x0F != 9 and not self._send(message):
+                return
 
     def _send_programs(self) -> None:
         for channel, program in sorted(self._programs.items()):

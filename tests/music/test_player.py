@@ -163,6 +163,29 @@ def test_player_sends_programs_then_notes_never_early() -> None:
     assert messages[-1][1] == 123  # ended gently: notes off, release tails kept (no CC120)
 
 
+def test_resume_and_seek_strike_again_the_notes_still_sounding() -> None:
+    """A long note cut off by pause sounds again on resume; finished notes and drums do not."""
+    sink = RecordingSink()
+    with Player(sink) as player:
+        player.load([
+            note(0, 60), note(0, 62), (10, (0x87, 62, 64)),  # 60 is held to 5000 ms, 62 ends at 10 ms
+            note(0, 36, channel=9),                             # a drum hit, never released
+            (5000, (0x87, 60, 64)), note(5000, 64),
+        ], end_ms=6000)
+        player.play()
+        wait_for(lambda: (0x87, 62, 64) in sink.messages())
+        player.pause()
+        count = len(sink.messages())
+        player.play()
+        wait_for(lambda: (0x97, 60, 100) in sink.messages()[count:])
+        resumed = [m for m in sink.messages()[count:] if m[0] & 0xF0 == 0x90]
+        assert resumed == [(0x97, 60, 100)]
+        count = len(sink.messages())
+        player.seek(5500)  # past the end of note 60 and the start of note 64: 64 is held there
+        wait_for(lambda: any(m[0] & 0xF0 == 0x90 for m in sink.messages()[count:]))
+        assert [m for m in sink.messages()[count:] if m[0] & 0xF0 == 0x90][:1] == [(0x97, 64, 100)]
+
+
 def test_stop_and_pause_silence_everything() -> None:
     sink = RecordingSink()
     with Player(sink) as player:
