@@ -73,6 +73,19 @@ class MusicProgress:
 
 
 @dataclass(frozen=True)
+class MusicPreview:
+    """ABC mode: the complete bars written so far, converted to notes (replaces the last preview).
+
+    An ABC tune becomes notes only through abc2midi, so while it is written the music thread
+    converts its complete bars now and then and the piano roll shows them.
+    """
+
+    run: int
+    events: tuple[NoteEvent, ...]
+    end_ms: float
+
+
+@dataclass(frozen=True)
 class MusicFinished:
     run: int
     piece: MusicPiece
@@ -86,11 +99,12 @@ class MusicFailed:
     message: str
 
 
-MusicEvent = Union[MusicStarted, MusicProgress, MusicFinished, MusicFailed]
+MusicEvent = Union[MusicStarted, MusicProgress, MusicPreview, MusicFinished, MusicFailed]
 
 
 class MusicOutbox(MergingOutbox[MusicEvent]):
-    """The music thread's outbox: consecutive progress of one run becomes one event."""
+    """The music thread's outbox: consecutive progress of one run becomes one event, and only
+    the newest ABC preview of a run is kept."""
 
     def merge(self, waiting: list[MusicEvent], event: MusicEvent) -> MusicEvent | None:
         last = waiting[-1] if waiting else None
@@ -100,6 +114,9 @@ class MusicOutbox(MergingOutbox[MusicEvent]):
                 event.generated_tokens, event.tokens_per_second,
             )
             return None
+        if isinstance(event, MusicPreview):
+            # Each preview is the whole tune so far: an older one still waiting is obsolete.
+            waiting[:] = [e for e in waiting if not (isinstance(e, MusicPreview) and e.run == event.run)]
         return event
 
     def urgent(self, event: MusicEvent) -> bool:

@@ -34,7 +34,7 @@ from engine.music.midi_codec import NoteEvent, id_to_token
 from engine.music.player import Player, midi_file_timeline
 from tui.failures import report_failure
 from tui.music_protocol import (
-    MusicFailed, MusicFinished, MusicOutbox, MusicPiece, MusicProgress, MusicRequest, MusicStarted,
+    MusicFailed, MusicFinished, MusicOutbox, MusicPiece, MusicPreview, MusicProgress, MusicRequest, MusicStarted,
 )
 
 
@@ -69,6 +69,10 @@ def token_display(tokens: Iterable[int], at_line_start: bool) -> tuple[str, bool
     return "".join(parts), at_line_start
 
 
+#: Seconds between conversions of an ABC tune being written, for the live piano roll.
+ABC_PREVIEW_INTERVAL = 0.5
+
+
 class MusicWorker:
     """Owns the music thread. :meth:`start`, :meth:`generate`, :meth:`cancel`, :meth:`close`."""
 
@@ -87,6 +91,8 @@ class MusicWorker:
         self._finished_through = 0
         self._active: music_generate.MidiGeneration | music_generate.AbcGeneration | None = None
         self._thread = threading.Thread(target=self._loop, name="rwkv-music", daemon=True)
+        #: Seconds between two ABC previews (each runs abc2midi once, tens of milliseconds).
+        self.abc_preview_interval = ABC_PREVIEW_INTERVAL
 
     # ------------------------------------------------------------------ UI side (any thread)
 
@@ -230,11 +236,23 @@ class MusicWorker:
         self.outbox.put(MusicStarted(run, "abc", prompt))
         generated = 0
         first_token_at: float | None = None
+        written: list[str] = [prompt]
+        previewed_bars = prompt.count("|")
+        previewed_at = time.perf_counter()
         for delta in generation:
             generated += 1
+            now = time.perf_counter()
             if first_token_at is None:
-                first_token_at = time.perf_counter()
+                first_token_at = now
             self.outbox.put(MusicProgress(run, delta, (), 0.0, generated, _rate(generated, first_token_at)))
+            written.append(delta)
+            if "|" in delta and now - previewed_at >= self.abc_preview_interval:
+                text = "".join(written)
+                written = [text]
+                if text.count("|") > previewed_bars:
+                    previewed_bars = text.count("|")
+                    self._preview_abc(run, text)
+                    previewed_at = time.perf_counter()
         result = generation.result
         assert result is not None
         tune = abc_notation.with_reference_number(result.text)
@@ -262,6 +280,20 @@ class MusicWorker:
             if current:
                 self.player.load_midi(midi)
                 self.player.play()
+
+    def _preview_abc(self, run: int, text: str) -> None:
+        """Convert the complete bars of a tune being written and show them (best effort).
+
+        The text is cut after its last bar line so abc2midi never sees half a bar; a prefix it
+        cannot convert yet (no K: line, no notes, no abc2midi) simply shows nothing new.
+        """
+        complete = text[: text.rfind("|") + 1]
+        try:
+            converted = abc_notation.abc_to_midi(complete, timeout=5.0)
+        except AbcError:
+            return
+        midi = converted.midi
+        self.outbox.put(MusicPreview(run, tuple(midi_note_events(midi)), midi_file_timeline(midi)[1]))
 
     def _report_failure(self, exc: BaseException) -> str:
         return report_failure(exc, "music generation failed", self._log_path)

@@ -10,7 +10,9 @@ import pytest
 from engine import load_model
 from engine.music.player import Player, PlayerState
 from engine.music.ports import RecordingSink
-from tui.music_protocol import MusicFailed, MusicFinished, MusicOutbox, MusicProgress, MusicRequest, MusicStarted
+from tui.music_protocol import (
+    MusicFailed, MusicFinished, MusicOutbox, MusicPreview, MusicProgress, MusicRequest, MusicStarted,
+)
 from tui.music_settings import MusicSettings
 from tui.music_worker import NO_MODEL, MusicWorker, midi_note_events, token_display
 
@@ -182,6 +184,47 @@ def test_abc_run_streams_text_and_converts_with_abc2midi(abc_model) -> None:
     else:
         assert piece.note_count >= 16  # the 16 notes of the prompt at least
         assert [e.note for e in piece.events if e.is_on][:4] == [60, 62, 64, 65]
+
+
+def test_abc_previews_show_the_complete_bars_while_the_tune_is_written() -> None:
+    from tests.helpers import require_tool
+
+    from engine.demo_models import demo_model_path
+
+    require_tool("abc2midi")
+    folk = load_model(demo_model_path("abc"), device="cpu")  # writes real bars, unlike random weights
+    worker = MusicWorker(lambda: folk)
+    worker.abc_preview_interval = 0.0  # a preview at every new bar line
+    worker.start()
+    try:
+        settings = MusicSettings(mode="abc", key="C", unit="1/8", tune_start="CDEF GABc|").with_field(
+            "max_tokens", "120").with_field("seed", "3")
+        worker.generate(MusicRequest(settings, play=False))
+        events = collect(worker)
+    finally:
+        worker.close()
+    finished = next(i for i, e in enumerate(events) if isinstance(e, MusicFinished))
+    previews = [e for e in events[:finished] if isinstance(e, MusicPreview)]
+    assert previews, "no preview before the tune was finished"
+    piece = events[finished].piece
+    for preview in previews:
+        ons = [e.note for e in preview.events if e.is_on]
+        assert ons[:8] == [60, 62, 64, 65, 67, 69, 71, 72]  # the prompt's bar, first
+        assert len(ons) <= piece.note_count and preview.end_ms <= piece.end_ms + 1e-6
+    counts = [sum(e.is_on for e in p.events) for p in previews]
+    assert counts == sorted(counts)
+
+
+def test_outbox_keeps_only_the_newest_preview_of_a_run() -> None:
+    box = MusicOutbox()
+    box.put(MusicPreview(1, (), 100.0))
+    box.put(MusicProgress(1, "a", (), 0.0, 1, 0.0))
+    box.put(MusicPreview(2, (), 50.0))
+    box.put(MusicPreview(1, (), 200.0))
+    events = box.drain()
+    assert [(type(e).__name__, e.run) for e in events] == [
+        ("MusicProgress", 1), ("MusicPreview", 2), ("MusicPreview", 1),
+    ] and events[-1].end_ms == 200.0
 
 
 def test_midi_note_events_pairs_ons_and_offs() -> None:

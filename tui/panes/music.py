@@ -39,7 +39,9 @@ from engine.music.errors import MidiPortError, MusicError
 from engine.music.player import MAX_TEMPO, MAX_VELOCITY_SCALE, MIN_TEMPO, MIN_VELOCITY_SCALE, Player, PlayerState
 from engine.music.ports import PortChoice, PortListing, list_output_ports
 from tui.actions import bindings_for, effective_keys, format_keys, spec
-from tui.music_protocol import MusicFailed, MusicFinished, MusicPiece, MusicProgress, MusicRequest, MusicStarted
+from tui.music_protocol import (
+    MusicFailed, MusicFinished, MusicPiece, MusicPreview, MusicProgress, MusicRequest, MusicStarted,
+)
 from tui.music_settings import MusicSettings
 from tui.music_worker import STOPPED_BEFORE_START, MusicWorker
 from tui.pacing import DrainPacer
@@ -480,6 +482,8 @@ class MusicPane(Vertical):
                 continue  # a replaced or stopped piece
             if isinstance(event, MusicProgress):
                 self._on_progress(event)
+            elif isinstance(event, MusicPreview):
+                self.roll.set_events(event.events, event.end_ms)
             elif isinstance(event, MusicStarted):
                 self._pending_text.append(event.prompt_text)
             elif isinstance(event, MusicFinished):
