@@ -3,6 +3,8 @@ rewind, time_state import/export, bad files, autosave and resume, palette entrie
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import pickle
 from pathlib import Path
@@ -330,6 +332,33 @@ async def test_autosave_on_exit_and_resume_on_the_next_start(make_app, tiny_mode
         await pilot.press("f4", "u")
         await wait_until(pilot, lambda: len(fresh.worker.conversation.turns) == 3, what="the later resume")
         await wait_until(pilot, lambda: len(fresh.chat_pane.views()) == 6)
+
+
+async def test_a_bug_in_a_ui_handler_still_autosaves_the_conversation(make_app, tiny_model, monkeypatch) -> None:
+    """Textual ends the app on an exception in a handler; the conversation must survive it."""
+    from tui.app import RwkvApp
+
+    app = make_app()
+
+    def broken(self, pane: str) -> None:
+        raise RuntimeError("a bug in a key handler")
+
+    with pytest.raises(RuntimeError, match="a bug in a key handler"):
+        async with app.run_test(size=SIZE) as pilot:
+            await start(pilot, app)
+            await chat(pilot, app, "keep me safe")
+            final = app.worker.conversation.state
+            monkeypatch.setattr(RwkvApp, "action_show_pane", broken)
+            await pilot.press("f4")
+            await pilot.pause(0.2)
+    assert autosave_path(tiny_model).is_file()
+
+    again = make_app()
+    async with again.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(again.screen, ResumePrompt), what="the resume offer")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: len(again.worker.conversation.turns) == 1, what="the resume")
+        assert again.worker.conversation.state.equal(final)
 
 
 async def test_state_flag_reads_a_time_state_file_in_the_asked_orientation(make_app, tiny_model, tmp_path: Path) -> None:
