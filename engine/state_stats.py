@@ -201,17 +201,11 @@ class ChangeTracker:
         with _cheap_ops(state.wkv.device):
             wkv = state.wkv
             flat = wkv.reshape(wkv.shape[0], -1)
-            layer_norms = torch.linalg.vector_norm(flat, dim=1)
             previous = self._previous
             change: float | None = None
             if previous is not None and previous.wkv.shape == wkv.shape and previous.wkv.device == wkv.device:
                 assert self._previous_layer_norms is not None
-                scratch = self._scratch
-                if scratch is None or scratch.shape != flat.shape or scratch.device != flat.device:
-                    # Reused every token: a fresh multi-MB tensor per token would cost page faults.
-                    scratch = self._scratch = torch.empty_like(flat)
-                torch.sub(flat, previous.wkv.reshape(flat.shape), out=scratch)
-                delta = torch.linalg.vector_norm(scratch, dim=1)
+                layer_norms, delta = self._norms_and_change(flat, previous.wkv.reshape(flat.shape))
                 prev_norms = self._previous_layer_norms
                 packed = torch.cat([
                     delta, prev_norms,
@@ -226,9 +220,27 @@ class ChangeTracker:
                 )
                 change = total_delta / total_prev if total_prev > 0 else total_delta
                 self.values.append(change)
+            else:
+                layer_norms = torch.linalg.vector_norm(flat, dim=1)
             self._previous = state
             self._previous_layer_norms = layer_norms
         return change
+
+    def _norms_and_change(self, flat: torch.Tensor, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per layer ‖S_t‖ and ‖S_t − S_{t−1}‖: one native pass on the CPU, torch elsewhere."""
+        if flat.device.type == "cpu" and flat.dtype == previous.dtype == torch.float32:
+            from engine.backends.cpu_native import get_kernels
+
+            layer_change = getattr(get_kernels(), "layer_change", None)
+            if layer_change is not None:
+                norms, delta = layer_change(flat, previous)
+                return norms.float(), delta.float()
+        scratch = self._scratch
+        if scratch is None or scratch.shape != flat.shape or scratch.device != flat.device:
+            # Reused every token: a fresh multi-MB tensor per token would cost page faults.
+            scratch = self._scratch = torch.empty_like(flat)
+        torch.sub(flat, previous, out=scratch)
+        return torch.linalg.vector_norm(flat, dim=1), torch.linalg.vector_norm(scratch, dim=1)
 
     def extend(self, states: Sequence[State]) -> list[float]:
         return [v for v in (self.update(s) for s in states) if v is not None]

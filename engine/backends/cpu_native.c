@@ -648,5 +648,33 @@ void rwkv_decode(const decode_model_t *m, int64_t token, const float *att_in, co
     run_matvecs(tasks, 1, nthreads);
 }
 
+/*
+ * Per layer of a WKV state: the sum of squares of cur and of cur - prev, in one pass.
+ * The state inspector follows how much the state moves on every generated token; as three
+ * torch reductions over the 2.3 MB state of a 0.1B model that cost 6 % of a decode step.
+ * Partial sums are fp32 over runs of 1024 values, then added in double.
+ */
+void rwkv_layer_change(const float *cur, const float *prev, int64_t layers, int64_t per_layer,
+                       double *cur_squares, double *delta_squares) {
+    for (int64_t l = 0; l < layers; l++) {
+        const float *c = cur + l * per_layer, *p = prev + l * per_layer;
+        double total_c = 0.0, total_d = 0.0;
+        for (int64_t start = 0; start < per_layer; start += 1024) {
+            const int64_t end = start + 1024 < per_layer ? start + 1024 : per_layer;
+            float sum_c = 0.0f, sum_d = 0.0f;
+#pragma omp simd reduction(+ : sum_c, sum_d)
+            for (int64_t i = start; i < end; i++) {
+                const float d = c[i] - p[i];
+                sum_c += c[i] * c[i];
+                sum_d += d * d;
+            }
+            total_c += sum_c;
+            total_d += sum_d;
+        }
+        cur_squares[l] = total_c;
+        delta_squares[l] = total_d;
+    }
+}
+
 /* Version tag checked by the loader so a stale cached library is never used. */
-int rwkv_native_abi(void) { return 6; }
+int rwkv_native_abi(void) { return 7; }

@@ -28,7 +28,7 @@ from engine.state import State
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("cpu_native.c")
-_ABI = 6
+_ABI = 7
 _DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _DISABLE_ENV = "RWKV_TUI_NATIVE"
 
@@ -93,6 +93,8 @@ class NativeKernels(TorchKernels):
         library.rwkv_decode_scratch_floats.restype = i64
         library.rwkv_decode.argtypes = [ctypes.POINTER(_DecodeModel), i64] + [ptr] * 8 + [c_int]
         library.rwkv_decode.restype = None
+        library.rwkv_layer_change.argtypes = [ptr, ptr, i64, i64, ptr, ptr]
+        library.rwkv_layer_change.restype = None
 
     def matvec(self, weight: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
         rows, cols = weight.shape
@@ -154,6 +156,20 @@ class NativeKernels(TorchKernels):
             logits.data_ptr(), scratch.data_ptr(), threads,
         )
         return logits
+
+
+    def layer_change(self, current: torch.Tensor, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per layer (first dimension) of two same-shaped fp32 CPU tensors: ‖current‖ and
+        ‖current − previous‖, as float64, in one pass over both."""
+        current, previous = current.contiguous(), previous.contiguous()
+        layers = current.shape[0]
+        norms = torch.empty(layers, dtype=torch.float64)
+        deltas = torch.empty(layers, dtype=torch.float64)
+        self._lib.rwkv_layer_change(
+            current.data_ptr(), previous.data_ptr(), layers, current.numel() // max(layers, 1),
+            norms.data_ptr(), deltas.data_ptr(),
+        )
+        return norms.sqrt_(), deltas.sqrt_()
 
 
 class DecodeLayerWeights(Protocol):

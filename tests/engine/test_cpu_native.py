@@ -154,3 +154,14 @@ def test_fused_decode_leaves_the_given_state_alone_and_agrees_with_forward_all(n
     assert state.equal(before)
     assert every.shape == (1, model.info.vocab) and torch.equal(every[0], logits)
     assert after.equal(after_all) and not after.equal(before)
+
+
+@pytest.mark.parametrize("shape", [(12, 12, 64, 64), (3, 5), (2, 1, 7, 1025)])
+def test_layer_change_matches_torch_norms(native, shape) -> None:
+    gen = torch.Generator().manual_seed(len(shape))
+    current = torch.randn(*shape, generator=gen)
+    previous = current + 0.01 * torch.randn(*shape, generator=gen)
+    norms, deltas = native.layer_change(current, previous)
+    flat_current, flat_delta = current.reshape(shape[0], -1).double(), (current - previous).reshape(shape[0], -1).double()
+    assert torch.allclose(norms, flat_current.norm(dim=1), rtol=1e-6)
+    assert torch.allclose(deltas, flat_delta.norm(dim=1), rtol=1e-5)
