@@ -237,3 +237,31 @@ async def test_the_list_follows_the_reply_unless_the_user_scrolled_up(make_app) 
         await wait_until(pilot, lambda: messages.scroll_y >= messages.max_scroll_y - 1, 5, "following again")
         await pilot.press("escape")
         await wait_idle(pilot, app)
+
+
+async def test_a_long_transcript_keeps_mounts_local(make_app) -> None:
+    """Mounting a message must not restyle the whole transcript.
+
+    Textual restyles every sibling subtree on each mount when a widget may match a CSS rule
+    with :first-child/:last-child; a universal selector in such a rule once made every message
+    qualify, and a chat of 200 turns spent 15 s restyling per new turn.
+    """
+    from textual.widgets._markdown import MarkdownBlock
+
+    from tui.protocol import TranscriptReplaced
+
+    app = make_app()
+    async with app.run_test(size=(110, 36)) as pilot:
+        await start(pilot, app)
+        turns = tuple(
+            TurnView(i, f"question {i}", f"First paragraph {i}.\n\nSecond paragraph.", "stop token", 9, 50.0, False, None)
+            for i in range(30)
+        )
+        await app.chat_pane.on_transcript_replaced(TranscriptReplaced(turns))
+        await pilot.pause(0.2)
+        views = app.chat_pane.views()
+        assert len(views) == 60 and [v.index for v in views[:4]] == [0, 0, 1, 1]
+        assert not any(v._has_order_style for v in views)  # noqa: SLF001 - the flag Textual's mount consults
+        blocks = list(views[-1].query_one(".message-body", Markdown).query(MarkdownBlock))
+        assert len(blocks) >= 2
+        assert blocks[-1].styles.margin.bottom == 0 and blocks[0].styles.margin.bottom > 0

@@ -96,10 +96,12 @@ class ChatPane(Horizontal):
         return self.query_one("#messages", MessageList)
 
     def views(self) -> list[MessageView]:
-        return list(self.messages.query(MessageView))
+        # The list's own children, not a query: a query walks every Markdown block of every
+        # message, and this runs on every streamed update (it made a long chat crawl).
+        return [child for child in self.messages.children if isinstance(child, MessageView)]
 
     def view_for(self, index: int, role: str) -> MessageView | None:
-        for view in self.views():
+        for view in reversed(self.views()):  # nearly always the newest
             if view.index == index and view.role == role:
                 return view
         return None

@@ -46,7 +46,10 @@ class MessageView(Vertical, can_focus=True):
     }
     MessageView > .message-header { width: 1fr; color: $text-muted; }
     MessageView > Markdown { margin: 0; padding: 0; background: transparent; }
-    MessageView Markdown > *:last-child { margin-bottom: 0; }
+    /* A type, never "*", before :last-child: Textual marks every widget a universal selector
+       could match as order-dependent and restyles all its siblings' subtrees on each mount,
+       which made streaming crawl once a chat had a few dozen messages. */
+    MessageView Markdown > MarkdownBlock:last-child { margin-bottom: 0; }
     MessageView > Collapsible { padding: 0; margin: 0; border: none; background: transparent; }
     MessageView > Collapsible Markdown { color: $text-muted; background: transparent; padding: 0; }
     """
