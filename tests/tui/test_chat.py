@@ -265,3 +265,40 @@ async def test_a_long_transcript_keeps_mounts_local(make_app) -> None:
         blocks = list(views[-1].query_one(".message-body", Markdown).query(MarkdownBlock))
         assert len(blocks) >= 2
         assert blocks[-1].styles.margin.bottom == 0 and blocks[0].styles.margin.bottom > 0
+
+
+async def test_a_long_chat_shows_its_latest_messages_and_the_rest_on_request(make_app) -> None:
+    from tui.panes.chat import SHOWN_MESSAGES
+    from tui.protocol import TranscriptReplaced
+    from tui.widgets.earlier_messages import EarlierMessages
+
+    def transcript(count: int) -> TranscriptReplaced:
+        return TranscriptReplaced(tuple(
+            TurnView(i, f"question {i}", f"answer {i}", "stop token", 3, 50.0, False, None) for i in range(count)
+        ))
+
+    app = make_app()
+    async with app.run_test(size=(110, 36)) as pilot:
+        await start(pilot, app)
+        turns = SHOWN_MESSAGES // 2 + 10
+        await app.chat_pane.on_transcript_replaced(transcript(turns))
+        await pilot.pause(0.2)
+        views = app.chat_pane.views()
+        earlier = app.query_one(EarlierMessages)
+        assert [v.display for v in views] == [False] * 20 + [True] * SHOWN_MESSAGES
+        assert earlier.display and "20 earlier messages hidden" in str(earlier.render())
+        # A new turn keeps the window moving (the event the engine sends for the next turn).
+        await app.chat_pane.on_turn_started(TurnStarted(turns, "one more", ""))
+        await pilot.pause(0.1)
+        assert len(app.chat_pane.views()) == 2 * turns + 2
+        assert sum(not v.display for v in app.chat_pane.views()) == 22
+        await app.chat_pane.on_reply_finished(ReplyFinished(TurnView(turns, "one more", "ok", "stop token", 1, 1.0, True, 0)))
+        # Enter on the line shows everything; scrolling back works as before.
+        earlier.focus()
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert all(v.display for v in app.chat_pane.views()) and not earlier.display
+        # A new conversation starts windowed again.
+        await app.chat_pane.on_transcript_replaced(transcript(turns))
+        await pilot.pause(0.1)
+        assert sum(not v.display for v in app.chat_pane.views()) == 20 and earlier.display

@@ -26,6 +26,7 @@ from tui.protocol import (
     ReplyFinished, Send, TranscriptReplaced, TranscriptTruncated, TurnStarted, TurnView,
 )
 from tui.screens.path_prompt import PathPrompt
+from tui.widgets.earlier_messages import EarlierMessages
 from tui.widgets.message_view import MessageView
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.settings_panel import SettingsPanel
@@ -42,6 +43,10 @@ WELCOME = (
 )
 
 
+#: Messages kept displayed in a long chat; older ones wait behind an "earlier messages" line.
+SHOWN_MESSAGES = 30
+
+
 class MessageList(VerticalScroll):
     """Scrolls with the reply while it streams, unless the user scrolls away (anchor)."""
 
@@ -53,6 +58,7 @@ class MessageList(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static(WELCOME, id="welcome")
+        yield EarlierMessages(id="earlier")
 
     def on_mount(self) -> None:
         self.anchor()
@@ -77,6 +83,8 @@ class ChatPane(Horizontal):
         self.has_model = False
         self.editing_index: int | None = None
         self._turns: dict[int, TurnView] = {}
+        #: Whether the user asked to see a long chat's earlier messages.
+        self._show_earlier = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="chat-main"):
@@ -116,6 +124,10 @@ class ChatPane(Horizontal):
             view.is_last = False
         if views:
             views[-1].is_last = True
+        hidden = 0 if self._show_earlier else max(0, len(views) - SHOWN_MESSAGES)
+        for position, view in enumerate(views):
+            view.display = position >= hidden
+        self.query_one("#earlier", EarlierMessages).show_count(hidden)
         if self.messages.has_class("-has-messages") != bool(views):
             # Only an empty ↔ non-empty chat changes which chat keys apply; refreshing bindings
             # rebuilds the footer, which is too costly to do for every reply.
@@ -324,12 +336,22 @@ class ChatPane(Horizontal):
         self._turns = {i: t for i, t in self._turns.items() if i < event.keep}
         self._mark_last()
 
+    @on(EarlierMessages.ShowRequested)
+    def _show_earlier_messages(self) -> None:
+        self._show_earlier = True
+        self._mark_last()
+
     async def on_transcript_replaced(self, event: TranscriptReplaced) -> None:
+        self._show_earlier = False
         self._end_edit(restore_prompt=False)
         self._stream_ended()
         for view in self.views():
             await view.stop_streams()
         await self.messages.remove_children(self.views())
+        # Set before mounting: adding a class restyles the list's whole subtree.
+        if self.messages.has_class("-has-messages") != bool(event.turns):
+            self.messages.set_class(bool(event.turns), "-has-messages")
+            self.refresh_bindings()
         widgets: list[MessageView] = []
         for turn in event.turns:
             widgets.append(MessageView("user", turn.index, turn.user))
