@@ -286,6 +286,8 @@ async def test_a_long_chat_shows_its_latest_messages_and_the_rest_on_request(mak
         views = app.chat_pane.views()
         earlier = app.query_one(EarlierMessages)
         assert [v.display for v in views] == [False] * 20 + [True] * SHOWN_MESSAGES
+        assert [v.deferred for v in views] == [True] * 20 + [False] * SHOWN_MESSAGES
+        assert views[1].query_one(".message-body", Markdown).source == "" and views[1].text == "answer 0"
         assert earlier.display and "20 earlier messages hidden" in str(earlier.render())
         # A new turn keeps the window moving (the event the engine sends for the next turn).
         await app.chat_pane.on_turn_started(TurnStarted(turns, "one more", ""))
@@ -298,6 +300,10 @@ async def test_a_long_chat_shows_its_latest_messages_and_the_rest_on_request(mak
         await pilot.press("enter")
         await pilot.pause(0.1)
         assert all(v.display for v in app.chat_pane.views()) and not earlier.display
+        # Hidden messages were mounted without parsing their text; shown, they render it.
+        await pilot.pause(0.2)
+        first = app.chat_pane.views()[1]
+        assert first.query_one(".message-body", Markdown).source == "answer 0" and not first.deferred
         # A new conversation starts windowed again.
         await app.chat_pane.on_transcript_replaced(transcript(turns))
         await pilot.pause(0.1)

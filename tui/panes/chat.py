@@ -127,6 +127,8 @@ class ChatPane(Horizontal):
         hidden = 0 if self._show_earlier else max(0, len(views) - SHOWN_MESSAGES)
         for position, view in enumerate(views):
             view.display = position >= hidden
+            if view.display and view.deferred:
+                self.call_later(view.reveal)
         self.query_one("#earlier", EarlierMessages).show_count(hidden)
         if self.messages.has_class("-has-messages") != bool(views):
             # Only an empty ↔ non-empty chat changes which chat keys apply; refreshing bindings
@@ -353,9 +355,12 @@ class ChatPane(Horizontal):
             self.messages.set_class(bool(event.turns), "-has-messages")
             self.refresh_bindings()
         widgets: list[MessageView] = []
+        # Messages that start hidden skip parsing their Markdown until they are shown: loading
+        # a long chat then costs what its visible part costs.
+        first_shown = 2 * len(event.turns) - SHOWN_MESSAGES
         for turn in event.turns:
-            widgets.append(MessageView("user", turn.index, turn.user))
-            widgets.append(MessageView("assistant", turn.index, turn.reply))
+            for role, text in (("user", turn.user), ("assistant", turn.reply)):
+                widgets.append(MessageView(role, turn.index, text, deferred=len(widgets) < first_shown))
         if widgets:
             await self.messages.mount_all(widgets)
             for turn in event.turns:

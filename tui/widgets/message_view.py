@@ -62,9 +62,12 @@ class MessageView(Vertical, can_focus=True):
         *,
         streaming: bool = False,
         reply_prefix: str = "",
+        deferred: bool = False,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=f"-{role}")
+        #: Mounted hidden (an older message of a long chat): the body is parsed only when shown.
+        self.deferred = deferred
         self.role: MessageRole = role
         self.index = index
         self.text = text
@@ -86,7 +89,13 @@ class MessageView(Vertical, can_focus=True):
         yield Label(self._header(), classes="message-header")
         if self._think_text.strip():
             yield self._think_section()
-        yield Markdown(self._answer_text, classes="message-body", open_links=False)
+        yield Markdown("" if self.deferred else self._answer_text, classes="message-body", open_links=False)
+
+    async def reveal(self) -> None:
+        """Render a deferred body (the message is about to be displayed)."""
+        if self.deferred:
+            self.deferred = False
+            await self.query_one(".message-body", Markdown).update(self._answer_text)
 
     def _think_section(self) -> Collapsible:
         """Folded reasoning; mounted only for replies that have some (fewer widgets to lay out)."""
