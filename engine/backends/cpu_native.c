@@ -235,25 +235,69 @@ typedef struct {
     const float *x, *x_even, *x_odd;
     float *y;
     int64_t rows, cols;
-} matvec_args;
+    int64_t chunk_blocks, first_chunk;
+} mv_task;
 
-static void matvec_range(const void *ctx, int64_t begin, int64_t end) {
-    const matvec_args *a = ctx;
-    for (int64_t b = begin; b < end; b++) {
-        int64_t row0 = b * ROWS;
-        int64_t n = a->rows - row0 < ROWS ? a->rows - row0 : ROWS;
-        matvec_block(a->w, a->dtype, a->x, a->x_even, a->x_odd, a->y, row0, n, a->cols);
+typedef struct {
+    const mv_task *tasks;
+    int count;
+} mv_job;
+
+static void mv_job_range(const void *ctx, int64_t begin, int64_t end) {
+    const mv_job *job = ctx;
+    int t = 0;
+    for (int64_t c = begin; c < end; c++) {
+        while (t + 1 < job->count && job->tasks[t + 1].first_chunk <= c) t++;
+        const mv_task *task = &job->tasks[t];
+        const int64_t blocks = (task->rows + ROWS - 1) / ROWS;
+        const int64_t b0 = (c - task->first_chunk) * task->chunk_blocks;
+        const int64_t b1 = b0 + task->chunk_blocks < blocks ? b0 + task->chunk_blocks : blocks;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t row0 = b * ROWS;
+            const int64_t n = task->rows - row0 < ROWS ? task->rows - row0 : ROWS;
+            matvec_block(task->w, task->dtype, task->x, task->x_even, task->x_odd, task->y, row0, n,
+                         task->cols);
+        }
     }
 }
 
-/* y[rows] = W[rows, cols] · x[cols]. x_even/x_odd: x[0::2] and x[1::2] (used for bf16). */
-void rwkv_matvec(const void *w, int dtype, const float *x, const float *x_even, const float *x_odd,
-                 float *y, int64_t rows, int64_t cols, int nthreads) {
-    matvec_args args = {w, dtype, x, x_even, x_odd, y, rows, cols};
-    const int64_t blocks = (rows + ROWS - 1) / ROWS;
-    /* About 128 KB of weights per chunk: big enough to amortise claiming, small enough to balance. */
-    int64_t chunk = (131072 / (cols * (dtype == DT_F32 ? 4 : 2))) / ROWS;
-    parallel_for(matvec_range, &args, blocks, chunk, nthreads);
+/* Every task's product in one parallel job, cut into ~128 KB pieces of weights: big enough to
+ * amortise claiming a piece, small enough to balance the threads. */
+static void run_matvecs(mv_task *tasks, int count, int nthreads) {
+    int64_t chunks = 0;
+    for (int i = 0; i < count; i++) {
+        mv_task *task = &tasks[i];
+        const int64_t elem = task->dtype == DT_F32 ? 4 : 2;
+        const int64_t blocks = (task->rows + ROWS - 1) / ROWS;
+        int64_t per_chunk = 131072 / (task->cols * elem) / ROWS;
+        task->chunk_blocks = per_chunk < 1 ? 1 : per_chunk;
+        task->first_chunk = chunks;
+        chunks += (blocks + task->chunk_blocks - 1) / task->chunk_blocks;
+    }
+    mv_job job = {tasks, count};
+    parallel_for(mv_job_range, &job, chunks, 1, nthreads);
+}
+
+/* A product task; for bf16 weights with a vectorised width, x is split into even/odd lanes. */
+static mv_task make_task(const void *w, int dtype, const float *x, float *split, float *y,
+                         int64_t rows, int64_t cols) {
+    mv_task task = {w, dtype, x, x, x, y, rows, cols, 0, 0};
+    if (dtype == DT_BF16 && cols % 16 == 0) {
+        for (int64_t i = 0; i < cols / 2; i++) {
+            split[i] = x[2 * i];
+            split[cols / 2 + i] = x[2 * i + 1];
+        }
+        task.x_even = split;
+        task.x_odd = split + cols / 2;
+    }
+    return task;
+}
+
+/* y[rows] = W[rows, cols] · x[cols]; split: room for cols floats (bf16 widens x de-interleaved). */
+void rwkv_matvec(const void *w, int dtype, const float *x, float *split, float *y, int64_t rows,
+                 int64_t cols, int nthreads) {
+    mv_task task = make_task(w, dtype, x, split, y, rows, cols);
+    run_matvecs(&task, 1, nthreads);
 }
 
 /*
@@ -441,69 +485,6 @@ typedef struct {
     const decode_layer_t *layers;
 } decode_model_t;
 
-typedef struct {
-    const void *w;
-    int dtype;
-    const float *x, *x_even, *x_odd;
-    float *y;
-    int64_t rows, cols;
-    int64_t chunk_blocks, first_chunk;
-} mv_task;
-
-typedef struct {
-    const mv_task *tasks;
-    int count;
-} mv_job;
-
-static void mv_job_range(const void *ctx, int64_t begin, int64_t end) {
-    const mv_job *job = ctx;
-    int t = 0;
-    for (int64_t c = begin; c < end; c++) {
-        while (t + 1 < job->count && job->tasks[t + 1].first_chunk <= c) t++;
-        const mv_task *task = &job->tasks[t];
-        const int64_t blocks = (task->rows + ROWS - 1) / ROWS;
-        const int64_t b0 = (c - task->first_chunk) * task->chunk_blocks;
-        const int64_t b1 = b0 + task->chunk_blocks < blocks ? b0 + task->chunk_blocks : blocks;
-        for (int64_t b = b0; b < b1; b++) {
-            const int64_t row0 = b * ROWS;
-            const int64_t n = task->rows - row0 < ROWS ? task->rows - row0 : ROWS;
-            matvec_block(task->w, task->dtype, task->x, task->x_even, task->x_odd, task->y, row0, n,
-                         task->cols);
-        }
-    }
-}
-
-/* Every task's product in one parallel job, cut into ~128 KB pieces of weights. */
-static void run_matvecs(mv_task *tasks, int count, int nthreads) {
-    int64_t chunks = 0;
-    for (int i = 0; i < count; i++) {
-        mv_task *task = &tasks[i];
-        const int64_t elem = task->dtype == DT_F32 ? 4 : 2;
-        const int64_t blocks = (task->rows + ROWS - 1) / ROWS;
-        int64_t per_chunk = 131072 / (task->cols * elem) / ROWS;
-        task->chunk_blocks = per_chunk < 1 ? 1 : per_chunk;
-        task->first_chunk = chunks;
-        chunks += (blocks + task->chunk_blocks - 1) / task->chunk_blocks;
-    }
-    mv_job job = {tasks, count};
-    parallel_for(mv_job_range, &job, chunks, 1, nthreads);
-}
-
-/* A product task; for bf16 weights with a vectorised width, x is split into even/odd lanes. */
-static mv_task make_task(const void *w, int dtype, const float *x, float *split, float *y,
-                         int64_t rows, int64_t cols) {
-    mv_task task = {w, dtype, x, x, x, y, rows, cols, 0, 0};
-    if (dtype == DT_BF16 && cols % 16 == 0) {
-        for (int64_t i = 0; i < cols / 2; i++) {
-            split[i] = x[2 * i];
-            split[cols / 2 + i] = x[2 * i + 1];
-        }
-        task.x_even = split;
-        task.x_odd = split + cols / 2;
-    }
-    return task;
-}
-
 static void layer_norm(const float *x, const float *w, const float *b, float *y, int64_t n, float eps) {
     double mean = 0.0, var = 0.0;
     for (int64_t i = 0; i < n; i++) mean += x[i];
@@ -677,4 +658,4 @@ void rwkv_layer_change(const float *cur, const float *prev, int64_t layers, int6
 }
 
 /* Version tag checked by the loader so a stale cached library is never used. */
-int rwkv_native_abi(void) { return 7; }
+int rwkv_native_abi(void) { return 8; }

@@ -28,7 +28,7 @@ from engine.state import State
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("cpu_native.c")
-_ABI = 7
+_ABI = 8
 _DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _DISABLE_ENV = "RWKV_TUI_NATIVE"
 
@@ -81,7 +81,7 @@ class NativeKernels(TorchKernels):
     def __init__(self, library: ctypes.CDLL) -> None:
         self._lib = library
         ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        library.rwkv_matvec.argtypes = [ptr, c_int, ptr, ptr, ptr, ptr, i64, i64, c_int]
+        library.rwkv_matvec.argtypes = [ptr, c_int, ptr, ptr, ptr, i64, i64, c_int]
         library.rwkv_matvec.restype = None
         library.rwkv_sparse_vecmat.argtypes = [ptr, c_int, ptr, ptr, i64, i64, ptr, c_int]
         library.rwkv_sparse_vecmat.restype = None
@@ -100,13 +100,10 @@ class NativeKernels(TorchKernels):
         rows, cols = weight.shape
         x = x.contiguous()
         out = torch.empty(rows, dtype=torch.float32)
-        if weight.dtype == torch.bfloat16 and cols % 16 == 0:
-            even, odd = x[0::2].contiguous(), x[1::2].contiguous()
-        else:
-            even = odd = x
+        split = torch.empty(cols, dtype=torch.float32)
         self._lib.rwkv_matvec(
-            weight.data_ptr(), _DTYPE_CODES[weight.dtype], x.data_ptr(), even.data_ptr(),
-            odd.data_ptr(), out.data_ptr(), rows, cols, threads,
+            weight.data_ptr(), _DTYPE_CODES[weight.dtype], x.data_ptr(), split.data_ptr(),
+            out.data_ptr(), rows, cols, threads,
         )
         return out
 
