@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from engine.backends.cpu_layer import CpuLayer
 from engine.backends.cpu_native import TorchKernels, get_kernels
 from engine.checkpoint import ModelConfig
 from engine.state import State
@@ -59,40 +59,20 @@ def _torch_threads(count: int) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+def _successor(state: State, tokens: int) -> State:
+    """Uninitialised tensors for the state after ``tokens`` more tokens (the input stays intact)."""
+    return State(
+        att_x=torch.empty_like(state.att_x),
+        wkv=torch.empty_like(state.wkv),
+        ffn_x=torch.empty_like(state.ffn_x),
+        tokens_seen=state.tokens_seen + tokens,
+        meta=dict(state.meta),
+    )
+
+
 def _lora(x: torch.Tensor, transposed: torch.Tensor) -> torch.Tensor:
     """One half of a LoRA pair, stored transposed: ``x @ transposed.T``, in fp32."""
     return F.linear(x, transposed if transposed.dtype == torch.float32 else transposed.float())
-
-
-@dataclass
-class _Layer:
-    ln1: tuple[torch.Tensor, torch.Tensor]
-    ln2: tuple[torch.Tensor, torch.Tensor]
-    mix: torch.Tensor  # (6, C): token-shift coefficients for r, w, k, v, a, g
-    # LoRA pairs are stored transposed, down (rank, C) and up (C, rank), so that one token's
-    # LoRA is a matrix-vector product in the same row-major layout as every other weight.
-    w0: torch.Tensor
-    w1t: torch.Tensor
-    w2t: torch.Tensor
-    a0: torch.Tensor
-    a1t: torch.Tensor
-    a2t: torch.Tensor
-    v0: torch.Tensor | None
-    v1t: torch.Tensor | None
-    v2t: torch.Tensor | None
-    g1t: torch.Tensor
-    g2t: torch.Tensor
-    k_k: torch.Tensor
-    k_a: torch.Tensor
-    r_k: torch.Tensor  # flattened (C,)
-    receptance: torch.Tensor  # (C, C) in the weight dtype, nn.Linear layout
-    key: torch.Tensor
-    value: torch.Tensor
-    output: torch.Tensor
-    ln_x: tuple[torch.Tensor, torch.Tensor]
-    ffn_mix: torch.Tensor
-    ffn_key: torch.Tensor  # (F, C)
-    ffn_value_t: torch.Tensor  # (F, C): transposed so rows picked by non-zero activations are contiguous
 
 
 class CpuBackend:
@@ -128,12 +108,12 @@ class CpuBackend:
         self.ln0 = (small("blocks.0.ln0.weight"), small("blocks.0.ln0.bias"))
         self.ln_out = (small("ln_out.weight"), small("ln_out.bias"))
         self.head = big("head.weight")
-        self.layers: list[_Layer] = []
+        self.layers: list[CpuLayer] = []
         for i in range(config.n_layer):
             p = f"blocks.{i}."
             has_residual = i > 0
             self.layers.append(
-                _Layer(
+                CpuLayer(
                     ln1=(small(p + "ln1.weight"), small(p + "ln1.bias")),
                     ln2=(small(p + "ln2.weight"), small(p + "ln2.bias")),
                     mix=torch.stack([small(p + "att." + m) for m in _MIX_ORDER]),
@@ -165,13 +145,7 @@ class CpuBackend:
         with torch.inference_mode(), _torch_threads(1 if len(tokens) == 1 else self.threads):
             ids = torch.tensor(list(tokens), dtype=torch.long)
             x = F.layer_norm(self.emb[ids].float(), (self.config.n_embd,), *self.ln0, _LAYER_NORM_EPS)
-            new = State(
-                att_x=torch.empty_like(state.att_x),
-                wkv=torch.empty_like(state.wkv),
-                ffn_x=torch.empty_like(state.ffn_x),
-                tokens_seen=state.tokens_seen + len(ids),
-                meta=dict(state.meta),
-            )
+            new = _successor(state, len(ids))
             v_first: torch.Tensor | None = None
             for i, layer in enumerate(self.layers):
                 xn = F.layer_norm(x, (self.config.n_embd,), *layer.ln1, _LAYER_NORM_EPS)
@@ -193,17 +167,8 @@ class CpuBackend:
         kernels = self.kernels
         if self._plan is None or self._plan[0] is not kernels:
             self._plan = (kernels, kernels.decode_plan(self))
-        if not 0 <= token < self.config.vocab:
-            raise IndexError(f"token id {token} is outside the vocabulary (0..{self.config.vocab - 1})")
-        new = State(
-            att_x=torch.empty_like(state.att_x),
-            wkv=torch.empty_like(state.wkv),
-            ffn_x=torch.empty_like(state.ffn_x),
-            tokens_seen=state.tokens_seen + 1,
-            meta=dict(state.meta),
-        )
-        source = State(att_x=state.att_x.contiguous(), wkv=state.wkv.contiguous(), ffn_x=state.ffn_x.contiguous())
-        logits = kernels.decode(self._plan[1], int(token), source, new, self.threads)
+        new = _successor(state, 1)
+        logits = kernels.decode(self._plan[1], int(token), state, new, self.threads)
         return (logits.unsqueeze(0) if all_logits else logits), new
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -223,7 +188,7 @@ class CpuBackend:
 
     def _time_mix(
         self,
-        layer: _Layer,
+        layer: CpuLayer,
         xn: torch.Tensor,
         att_prev: torch.Tensor,
         wkv: torch.Tensor,
@@ -256,7 +221,7 @@ class CpuBackend:
         bonus = ((r * k * layer.r_k).view(heads).sum(-1, keepdim=True) * v.view(heads)).view(steps, -1)
         return self._linear((y + bonus) * gate, layer.output), new_wkv, v_first
 
-    def _channel_mix(self, layer: _Layer, xn: torch.Tensor, ffn_prev: torch.Tensor) -> torch.Tensor:
+    def _channel_mix(self, layer: CpuLayer, xn: torch.Tensor, ffn_prev: torch.Tensor) -> torch.Tensor:
         mixed = torch.addcmul(xn, self._shifted(xn, ffn_prev) - xn, layer.ffn_mix)
         hidden = torch.relu(self._linear(mixed, layer.ffn_key)).square_()
         if hidden.shape[0] == 1:

@@ -545,11 +545,8 @@ void rwkv_decode(const decode_model_t *m, int64_t token, const float *att_in, co
         tasks[n++] = make_task(L->w1t, m->lora_dtype, xw, split + C, dw, m->dw, C);
         tasks[n++] = make_task(L->a1t, m->lora_dtype, xa, split + 4 * C, da, m->da, C);
         tasks[n++] = make_task(L->g1t, m->lora_dtype, xg, split + 5 * C, dg, m->dg, C);
-        if (residual) {
-            /* xv is split already when the value matrix needed it; reuse that split */
-            mv_task t = make_task(L->v1t, m->lora_dtype, xv, split + 3 * C, dv, m->dv, C);
-            tasks[n++] = t;
-        }
+        if (residual) /* same input as the value matrix, so the same split buffer */
+            tasks[n++] = make_task(L->v1t, m->lora_dtype, xv, split + 3 * C, dv, m->dv, C);
         run_matvecs(tasks, n, nthreads);
 
         for (int64_t i = 0; i < m->dw; i++) dw[i] = tanhf(dw[i]);

@@ -21,6 +21,7 @@ from typing import Protocol, Sequence
 
 import torch
 
+from engine.backends.cpu_layer import CpuLayer
 from engine.checkpoint import ModelConfig
 from engine.paths import cache_dir
 from engine.state import State
@@ -143,17 +144,23 @@ class NativeKernels(TorchKernels):
         return DecodePlan(model, self._lib)
 
     def decode(self, plan: "DecodePlan", token: int, state: State, out: State, threads: int) -> torch.Tensor:
-        """Logits of one token; the state after it is written into ``out``, ``state`` is only read."""
+        """Logits of one token; the state after it is written into ``out``, ``state`` is only read.
+
+        The kernel reads the token's embedding row by address, so the id is checked here, where
+        a bad one would otherwise read outside the table.
+        """
+        if not 0 <= token < plan.vocab:
+            raise IndexError(f"token id {token} is outside the vocabulary (0..{plan.vocab - 1})")
         logits = torch.empty(plan.vocab, dtype=torch.float32)
         scratch = torch.empty(plan.scratch_floats, dtype=torch.float32)
+        att_x, wkv, ffn_x = (t.contiguous() for t in (state.att_x, state.wkv, state.ffn_x))
         self._lib.rwkv_decode(
             ctypes.byref(plan.struct), token,
-            state.att_x.data_ptr(), state.wkv.data_ptr(), state.ffn_x.data_ptr(),
+            att_x.data_ptr(), wkv.data_ptr(), ffn_x.data_ptr(),
             out.att_x.data_ptr(), out.wkv.data_ptr(), out.ffn_x.data_ptr(),
             logits.data_ptr(), scratch.data_ptr(), threads,
         )
         return logits
-
 
     def layer_change(self, current: torch.Tensor, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per layer (first dimension) of two same-shaped fp32 CPU tensors: ‖current‖ and
@@ -169,36 +176,6 @@ class NativeKernels(TorchKernels):
         return norms.sqrt_(), deltas.sqrt_()
 
 
-class DecodeLayerWeights(Protocol):
-    """The tensors of one layer the fused kernel reads (the CPU backend's layer record)."""
-
-    ln1: tuple[torch.Tensor, torch.Tensor]
-    ln2: tuple[torch.Tensor, torch.Tensor]
-    mix: torch.Tensor
-    w0: torch.Tensor
-    w1t: torch.Tensor
-    w2t: torch.Tensor
-    a0: torch.Tensor
-    a1t: torch.Tensor
-    a2t: torch.Tensor
-    v0: torch.Tensor | None
-    v1t: torch.Tensor | None
-    v2t: torch.Tensor | None
-    g1t: torch.Tensor
-    g2t: torch.Tensor
-    k_k: torch.Tensor
-    k_a: torch.Tensor
-    r_k: torch.Tensor
-    receptance: torch.Tensor
-    key: torch.Tensor
-    value: torch.Tensor
-    output: torch.Tensor
-    ln_x: tuple[torch.Tensor, torch.Tensor]
-    ffn_mix: torch.Tensor
-    ffn_key: torch.Tensor
-    ffn_value_t: torch.Tensor
-
-
 class DecodeWeights(Protocol):
     """A whole model as the fused kernel sees it."""
 
@@ -207,7 +184,7 @@ class DecodeWeights(Protocol):
     ln0: tuple[torch.Tensor, torch.Tensor]
     ln_out: tuple[torch.Tensor, torch.Tensor]
     head: torch.Tensor
-    layers: Sequence[DecodeLayerWeights]
+    layers: Sequence[CpuLayer]
 
 
 _LAYER_POINTERS = (
@@ -244,10 +221,10 @@ class DecodePlan:
         lora_dtype = layers[0].w1t.dtype
         self._keep: list[torch.Tensor] = []
 
-        def address(t: torch.Tensor | None, dtype: torch.dtype | None = torch.float32) -> int | None:
+        def address(t: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> int | None:
             if t is None:
                 return None
-            if not t.is_contiguous() or t.device.type != "cpu" or (dtype is not None and t.dtype != dtype):
+            if not t.is_contiguous() or t.device.type != "cpu" or t.dtype != dtype:
                 raise ValueError(f"fused decode needs contiguous CPU {dtype} weights, got {t.dtype} {tuple(t.shape)}")
             self._keep.append(t)
             return t.data_ptr()
