@@ -118,23 +118,31 @@ class ChatPane(Horizontal):
     def turn_count(self) -> int:
         return 1 + max((v.index for v in self.views()), default=-1)
 
+    def _hidden_count(self, messages: int) -> int:
+        """How many of a chat's oldest messages wait behind the "earlier messages" line."""
+        return 0 if self._show_earlier else max(0, messages - SHOWN_MESSAGES)
+
+    def _set_has_messages(self, has_messages: bool) -> None:
+        if self.messages.has_class("-has-messages") != has_messages:
+            # Only an empty ↔ non-empty chat changes which chat keys apply; refreshing bindings
+            # rebuilds the footer, which is too costly to do for every reply.
+            self.messages.set_class(has_messages, "-has-messages")
+            self.refresh_bindings()
+
     def _mark_last(self) -> None:
+        """After messages come or go: mark the last one, window a long chat, update the keys."""
         views = self.views()
         for view in views:
             view.is_last = False
         if views:
             views[-1].is_last = True
-        hidden = 0 if self._show_earlier else max(0, len(views) - SHOWN_MESSAGES)
+        hidden = self._hidden_count(len(views))
         for position, view in enumerate(views):
             view.display = position >= hidden
             if view.display and view.deferred:
                 self.call_later(view.reveal)
         self.query_one("#earlier", EarlierMessages).show_count(hidden)
-        if self.messages.has_class("-has-messages") != bool(views):
-            # Only an empty ↔ non-empty chat changes which chat keys apply; refreshing bindings
-            # rebuilds the footer, which is too costly to do for every reply.
-            self.messages.set_class(bool(views), "-has-messages")
-            self.refresh_bindings()
+        self._set_has_messages(bool(views))
 
     def _warn_busy(self) -> None:
         self.notify("A reply is being generated: press Esc to stop it first.", severity="warning", timeout=3)
@@ -351,16 +359,14 @@ class ChatPane(Horizontal):
             await view.stop_streams()
         await self.messages.remove_children(self.views())
         # Set before mounting: adding a class restyles the list's whole subtree.
-        if self.messages.has_class("-has-messages") != bool(event.turns):
-            self.messages.set_class(bool(event.turns), "-has-messages")
-            self.refresh_bindings()
+        self._set_has_messages(bool(event.turns))
         widgets: list[MessageView] = []
         # Messages that start hidden skip parsing their Markdown until they are shown: loading
         # a long chat then costs what its visible part costs.
-        first_shown = 2 * len(event.turns) - SHOWN_MESSAGES
+        hidden = self._hidden_count(2 * len(event.turns))
         for turn in event.turns:
             for role, text in (("user", turn.user), ("assistant", turn.reply)):
-                widgets.append(MessageView(role, turn.index, text, deferred=len(widgets) < first_shown))
+                widgets.append(MessageView(role, turn.index, text, deferred=len(widgets) < hidden))
         if widgets:
             await self.messages.mount_all(widgets)
             for turn in event.turns:
