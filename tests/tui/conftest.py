@@ -1,4 +1,5 @@
-"""Helpers for driving the real app (real engine, tiny random model) with Textual's Pilot."""
+"""Helpers for driving the real app (real engine, tiny random model) with Textual's Pilot, and
+the engine thread on its own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any, Callable
 
 import pytest
 
+from engine import SamplingParams
 from tui.app import LaunchOptions, RwkvApp
+from tui.protocol import ChatSettings, ConversationInfo, Event, LoadModel, ModelLoaded, ModelLoadFailed
+from tui.worker import EngineWorker
 
 
 async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
@@ -88,3 +92,50 @@ def abc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("models") / "tiny-abc.pth"
     return save_checkpoint(random_state_dict(2, 64, 128, seed=5), path)
+
+
+# ---------------------------------------------------------------- the engine thread alone
+
+
+def settings(max_tokens: int = 24, seed: int | None = 1, **kw) -> ChatSettings:
+    return ChatSettings(params=SamplingParams(max_tokens=max_tokens, seed=seed, **kw))
+
+
+class Recorder:
+    """Collects drained events; waits for a condition like the UI's timer would."""
+
+    def __init__(self, worker: EngineWorker) -> None:
+        self.worker = worker
+        self.events: list[Event] = []
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 30.0) -> Event:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            self.events.extend(self.worker.drain())
+            for event in self.events[seen:]:
+                if predicate(event):
+                    return event
+            seen = len(self.events)
+            time.sleep(0.01)
+        raise AssertionError(f"timed out; events: {[type(e).__name__ for e in self.events]}")
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def clear(self) -> None:
+        self.events.extend(self.worker.drain())
+        self.events.clear()
+
+
+@pytest.fixture
+def worker(tiny_checkpoint: Path):
+    w = EngineWorker()
+    w.start()
+    rec = Recorder(w)
+    w.submit(LoadModel("chat", str(tiny_checkpoint), device="cpu", dtype="fp32", tokenizer="bytes"))
+    rec.wait_for(lambda e: isinstance(e, (ModelLoaded, ModelLoadFailed)))
+    assert rec.of(ModelLoaded), rec.events
+    rec.wait_for(lambda e: isinstance(e, ConversationInfo))  # the load's last event: nothing left behind
+    yield w, rec
+    w.close()

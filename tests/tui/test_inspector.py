@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from engine.session import save_session
 from engine.state_stats import state_stats
-from tests.tui.test_worker import Recorder, settings
+from tests.tui.conftest import Recorder, settings
 from tui.protocol import (
-    BranchesInfo, ConversationInfo, DiffStates, Fork, InspectorUpdate, LoadModel, ModelLoaded, Notice, Outbox,
+    BranchesInfo, ConversationInfo, DiffStates, Fork, InspectorUpdate, LoadModel, Notice, Outbox,
     ReplyFinished, Send, StateDiffReady, StateRef, SwitchBranch, TranscriptReplaced,
 )
 from tui.worker import EngineWorker
@@ -44,18 +43,6 @@ def test_outbox_keeps_a_bounded_history_when_the_ui_does_not_drain() -> None:
         box.put(update((float(i),)))
     (only,) = box.drain()
     assert len(only.changes) == MAX_MERGED_CHANGES and only.changes[-1] == 2999.0
-
-
-@pytest.fixture
-def worker(tiny_checkpoint: Path):
-    w = EngineWorker()
-    w.start()
-    rec = Recorder(w)
-    w.submit(LoadModel("chat", str(tiny_checkpoint), device="cpu", dtype="fp32", tokenizer="bytes"))
-    rec.wait_for(lambda e: isinstance(e, ModelLoaded))
-    rec.wait_for(lambda e: isinstance(e, ConversationInfo))
-    yield w, rec
-    w.close()
 
 
 def send(w: EngineWorker, rec: Recorder, text: str) -> None:

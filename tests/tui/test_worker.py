@@ -3,63 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Callable
 
-import pytest
-
-from engine import SamplingParams, get_tokenizer
+from engine import get_tokenizer
 from tui.protocol import (
-    ChatSettings, ConversationInfo, Edit, Event, Export, LoadModel, ModelLoaded, ModelLoadFailed,
+    ConversationInfo, Edit, Export, LoadModel, ModelLoaded, ModelLoadFailed,
     ModelLoading, NewConversation, Notice, PromptRejected, Regenerate, ReplyDelta, ReplyFailed,
     ReplyFinished, Rewind, Send, Stats, TranscriptReplaced, TranscriptTruncated, TurnStarted,
 )
+from tests.tui.conftest import Recorder, settings
 from tui.worker import EngineWorker
-
-
-def settings(max_tokens: int = 24, seed: int | None = 1, **kw) -> ChatSettings:
-    return ChatSettings(params=SamplingParams(max_tokens=max_tokens, seed=seed, **kw))
-
-
-class Recorder:
-    """Collects drained events; waits for a condition like the UI's timer would."""
-
-    def __init__(self, worker: EngineWorker) -> None:
-        self.worker = worker
-        self.events: list[Event] = []
-
-    def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 30.0) -> Event:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            self.events.extend(self.worker.drain())
-            for event in self.events[seen:]:
-                if predicate(event):
-                    return event
-            seen = len(self.events)
-            time.sleep(0.01)
-        raise AssertionError(f"timed out; events: {[type(e).__name__ for e in self.events]}")
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    def clear(self) -> None:
-        self.events.extend(self.worker.drain())
-        self.events.clear()
-
-
-@pytest.fixture
-def worker(tiny_checkpoint: Path):
-    w = EngineWorker()
-    w.start()
-    rec = Recorder(w)
-    w.submit(LoadModel("chat", str(tiny_checkpoint), device="cpu", dtype="fp32", tokenizer="bytes"))
-    rec.wait_for(lambda e: isinstance(e, (ModelLoaded, ModelLoadFailed)))
-    assert rec.of(ModelLoaded), rec.events
-    rec.wait_for(lambda e: isinstance(e, ConversationInfo))  # the load's last event: nothing left behind
-    yield w, rec
-    w.close()
 
 
 def test_load_reports_progress_and_a_summary(worker, tiny_checkpoint: Path) -> None:
