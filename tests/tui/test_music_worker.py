@@ -38,6 +38,16 @@ def collect(worker: MusicWorker, timeout: float = 60.0) -> list:
     raise AssertionError(f"no end of run; got {events[-3:]}")
 
 
+def one_piece(worker: MusicWorker, request: MusicRequest) -> list:
+    """Start ``worker``, write one piece and return its events up to the end; the worker is closed."""
+    worker.start()
+    try:
+        worker.generate(request)
+        return collect(worker)
+    finally:
+        worker.close()
+
+
 def test_token_display_puts_each_time_step_on_its_line() -> None:
     from engine.music import midi_codec
 
@@ -148,13 +158,8 @@ def test_continuing_a_midi_file_replays_it_first(midi_model, tmp_path: Path) -> 
 
     source = midi_codec.decode_tokens("<start> p:3c:8 t62 p:40:8 t62 p:43:8 t125 <end>")
     path = save_midi(tmp_path / "seed.mid", source.to_midi())
-    worker = MusicWorker(lambda: midi_model)
-    worker.start()
-    try:
-        worker.generate(MusicRequest(MusicSettings(continue_from=str(path)).with_field("max_tokens", "6"), play=False))
-        events = collect(worker)
-    finally:
-        worker.close()
+    request = MusicRequest(MusicSettings(continue_from=str(path)).with_field("max_tokens", "6"), play=False)
+    events = one_piece(MusicWorker(lambda: midi_model), request)
     first_text = next(e for e in events if isinstance(e, MusicProgress)).text
     assert first_text.startswith("<start>") and "p:3c:8" in first_text
     piece = next(e for e in events if isinstance(e, MusicFinished)).piece
@@ -165,15 +170,9 @@ def test_abc_run_streams_text_and_converts_with_abc2midi(abc_model) -> None:
     from tests.helpers import require_tool
 
     require_tool("abc2midi")
-    worker = MusicWorker(lambda: abc_model)
-    worker.start()
-    try:
-        settings = MusicSettings(mode="abc", key="C", unit="1/8", tune_start="CDEF GABc|cBAG FEDC|").with_field(
-            "max_tokens", "6").with_field("seed", "1")
-        worker.generate(MusicRequest(settings, play=False))
-        events = collect(worker)
-    finally:
-        worker.close()
+    settings = MusicSettings(mode="abc", key="C", unit="1/8", tune_start="CDEF GABc|cBAG FEDC|").with_field(
+        "max_tokens", "6").with_field("seed", "1")
+    events = one_piece(MusicWorker(lambda: abc_model), MusicRequest(settings, play=False))
     started = next(e for e in events if isinstance(e, MusicStarted))
     assert started.prompt_text == "L:1/8\nK:C\nCDEF GABc|cBAG FEDC|"
     streamed = "".join(e.text for e in events if isinstance(e, MusicProgress))
@@ -195,14 +194,9 @@ def test_abc_previews_show_the_complete_bars_while_the_tune_is_written() -> None
     folk = load_model(demo_model_path("abc"), device="cpu")  # writes real bars, unlike random weights
     worker = MusicWorker(lambda: folk)
     worker.abc_preview_interval = 0.0  # a preview at every new bar line
-    worker.start()
-    try:
-        settings = MusicSettings(mode="abc", key="C", unit="1/8", tune_start="CDEF GABc|").with_field(
-            "max_tokens", "120").with_field("seed", "3")
-        worker.generate(MusicRequest(settings, play=False))
-        events = collect(worker)
-    finally:
-        worker.close()
+    settings = MusicSettings(mode="abc", key="C", unit="1/8", tune_start="CDEF GABc|").with_field(
+        "max_tokens", "120").with_field("seed", "3")
+    events = one_piece(worker, MusicRequest(settings, play=False))
     finished = next(i for i, e in enumerate(events) if isinstance(e, MusicFinished))
     previews = [e for e in events[:finished] if isinstance(e, MusicPreview)]
     assert previews, "no preview before the tune was finished"

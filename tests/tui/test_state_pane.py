@@ -295,6 +295,14 @@ async def test_export_time_state_and_save_load_from_the_chat_pane(make_app, tiny
         await wait_until(pilot, lambda: app.worker.conversation.state.equal(live), what="the load")
 
 
+async def resume_offer(pilot, app, turns: int) -> None:
+    """Wait for the start-up offer to resume the autosaved conversation and check what it says."""
+    await wait_until(pilot, lambda: isinstance(app.screen, ResumePrompt), what="the resume offer")
+    await pilot.pause(0.1)
+    said = f"{turns} turn{'s' if turns != 1 else ''}"
+    assert said in str(app.screen.query_one("#resume-description").render())
+
+
 async def test_autosave_on_exit_and_resume_on_the_next_start(make_app, tiny_model) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -307,9 +315,7 @@ async def test_autosave_on_exit_and_resume_on_the_next_start(make_app, tiny_mode
 
     again = make_app()
     async with again.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(again.screen, ResumePrompt), what="the resume offer")
-        await pilot.pause(0.1)
-        assert "2 turns" in str(again.screen.query_one("#resume-description").render())
+        await resume_offer(pilot, again, 2)
         await pilot.press("r")
         await wait_until(pilot, lambda: len(again.worker.conversation.turns) == 2, what="the resume")
         assert again.worker.conversation.state.equal(final)
@@ -322,9 +328,7 @@ async def test_autosave_on_exit_and_resume_on_the_next_start(make_app, tiny_mode
 
     fresh = make_app()
     async with fresh.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(fresh.screen, ResumePrompt), what="the resume offer")
-        await pilot.pause(0.1)
-        assert "3 turns" in str(fresh.screen.query_one("#resume-description").render())
+        await resume_offer(pilot, fresh, 3)
         await pilot.press("n")
         await pilot.pause(0.3)
         assert not fresh.worker.conversation.turns and not isinstance(fresh.screen, ResumePrompt)
@@ -355,7 +359,7 @@ async def test_a_bug_in_a_ui_handler_still_autosaves_the_conversation(make_app, 
 
     again = make_app()
     async with again.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: isinstance(again.screen, ResumePrompt), what="the resume offer")
+        await resume_offer(pilot, again, 1)
         await pilot.press("r")
         await wait_until(pilot, lambda: len(again.worker.conversation.turns) == 1, what="the resume")
         assert again.worker.conversation.state.equal(final)
