@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.model_shape import add_model_arguments, tokenizer_for  # noqa: E402
+
 PROMPT = "Tell me a long story about a lighthouse keeper."
 
 
@@ -37,13 +39,8 @@ class _StubWorker:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--embd", type=int, default=768)
-    parser.add_argument("--vocab", type=int, default=65536)
-    parser.add_argument("--tokens", type=int, default=48)
+    add_model_arguments(parser, tokens=48)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default=None)
     args = parser.parse_args()
 
     import engine
@@ -56,7 +53,7 @@ def main() -> None:
             random_state_dict(args.layers, args.embd, args.vocab, seed=11), Path(directory) / "bench.pth"
         )
         model = engine.load_model(path, device=args.device, dtype=args.dtype)
-    tokenizer = engine.get_tokenizer("bytes" if args.vocab == 256 else "world")
+    tokenizer = engine.get_tokenizer(tokenizer_for(args.vocab))
     params = engine.SamplingParams(max_tokens=args.tokens, seed=5)
     print(f"model: {args.layers} layers × {args.embd}, vocab {args.vocab}, {model.info.dtype} on {model.info.device}; "
           f"state {model.info.state_bytes / 2**20:.2f} MiB; {args.tokens} tokens per reply")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.model_shape import add_model_arguments  # noqa: E402
+
 import torch  # noqa: E402
 
 from engine import build_model  # noqa: E402
@@ -32,12 +34,7 @@ from engine.synthetic import random_state_dict  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--embd", type=int, default=768)
-    parser.add_argument("--vocab", type=int, default=65536)
-    parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default=None)
+    add_model_arguments(parser, tokens=48)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.model_shape import add_model_arguments, tokenizer_for  # noqa: E402
 # As the rwkv-tui entry point does (tui/cli.py), before torch is imported, for both sides.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -53,10 +55,6 @@ def make_model(layers: int, embd: int, vocab: int, directory: Path) -> Path:
     from engine.synthetic import random_state_dict, save_checkpoint
 
     return save_checkpoint(random_state_dict(layers, embd, vocab, seed=11), directory / f"bench-{layers}x{embd}-{vocab}.pth")
-
-
-def tokenizer_name(vocab: int) -> str:
-    return "bytes" if vocab == 256 else "world"
 
 
 def bare_engine(path: Path, tokenizer: str, tokens: int, seed: int, device: str, dtype: str | None) -> dict[str, float]:
@@ -208,14 +206,9 @@ def child(path: Path, tokenizer: str, tokens: int, seed: int, device: str, dtype
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--embd", type=int, default=768)
-    parser.add_argument("--vocab", type=int, default=65536)
-    parser.add_argument("--tokens", type=int, default=120)
+    add_model_arguments(parser, tokens=120)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default=None)
     parser.add_argument("--headless", action="store_true", help="Textual's test driver instead of a pseudo-terminal")
     parser.add_argument("--history", type=int, default=0, help="earlier turns shown in the chat before the reply")
     parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
@@ -228,7 +221,7 @@ def main() -> None:
 
     directory = Path(tempfile.mkdtemp())
     path = make_model(args.layers, args.embd, args.vocab, directory)
-    tokenizer = tokenizer_name(args.vocab)
+    tokenizer = tokenizer_for(args.vocab)
     bare_runs, app_runs = [], []
     for round_number in range(args.rounds):
         run = (path, tokenizer, args.tokens, args.seed, args.device, args.dtype)
