@@ -94,9 +94,14 @@ class PathPrompt(ModalScreen[str | None]):
             yield Static(self.title_text, classes="dialog-title")
             yield Input(self.value, id="path", suggester=PathSuggester(self.suffixes), select_on_focus=False)
             yield Static(self.note or "Tab completes the path · Enter confirms · Esc cancels", id="path-note")
+            yield from self.compose_options()
             with Horizontal():
                 yield Button("Cancel", id="cancel")
                 yield Button("Open" if self.mode == "open" else "Save", id="ok", variant="primary")
+
+    def compose_options(self) -> ComposeResult:
+        """Widgets a subclass adds between the path and the buttons (none here)."""
+        yield from ()
 
     def on_mount(self) -> None:
         path_input = self.query_one("#path", Input)

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet
 
 from engine.time_state import DEFAULT_ORIENTATION, Orientation
-from tui.screens.path_prompt import PathPrompt, PathSuggester
+from tui.screens.path_prompt import PathPrompt
 
 _ORIENTATION_TEXT = {
     Orientation.AS_STORED: "as stored — [value][key], what RWKV-PEFT x070 state tuning writes",
@@ -55,26 +54,19 @@ class StateFilePrompt(PathPrompt):
         #: Show the "from other weights" check box (loading rwkv-tui state and session files).
         self.offer_other_weights = offer_other_weights
 
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(self.title_text, classes="dialog-title")
-            yield Input(self.value, id="path", suggester=PathSuggester(self.suffixes), select_on_focus=False)
-            yield Static(self.note or "Tab completes the path · Enter confirms · Esc cancels", id="path-note")
-            yield Label("Orientation of time_state matrices (.pth state-tuning files):", classes="orientation-title")
-            with RadioSet(id="orientation"):
-                for orientation in Orientation:
-                    yield RadioButton(
-                        _ORIENTATION_TEXT[orientation], value=orientation is self.orientation,
-                        id=f"orientation-{orientation.value}",
-                    )
-            if self.offer_other_weights:
-                yield Checkbox(
-                    "from other weights: accept a state saved with another model of this shape (e.g. a fine-tune)",
-                    id="allow-other-model",
+    def compose_options(self) -> ComposeResult:
+        yield Label("Orientation of time_state matrices (.pth state-tuning files):", classes="orientation-title")
+        with RadioSet(id="orientation"):
+            for orientation in Orientation:
+                yield RadioButton(
+                    _ORIENTATION_TEXT[orientation], value=orientation is self.orientation,
+                    id=f"orientation-{orientation.value}",
                 )
-            with Horizontal():
-                yield Button("Cancel", id="cancel")
-                yield Button("Open" if self.mode == "open" else "Save", id="ok", variant="primary")
+        if self.offer_other_weights:
+            yield Checkbox(
+                "from other weights: accept a state saved with another model of this shape (e.g. a fine-tune)",
+                id="allow-other-model",
+            )
 
     @property
     def chosen_orientation(self) -> Orientation:
