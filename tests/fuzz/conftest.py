@@ -16,7 +16,7 @@ settings.register_profile(
     "rwkv-tui-fuzz",
     derandomize=True,  # the same examples on every run: a CI failure reproduces locally
     max_examples=int(os.environ.get("RWKV_TUI_FUZZ_EXAMPLES", "60")),
-    deadline=None,  # hangs are caught by the per-call timeout in mutations.no_hang, not by a clock
+    deadline=None,  # hangs are caught by mutations.no_hang (a generous safety net), not by a clock
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                            HealthCheck.data_too_large],
     database=None,

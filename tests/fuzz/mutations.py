@@ -39,3 +39,29 @@ def mutated(draw: st.DrawFn, seed: bytes, max_edits: int = 4) -> bytes:
 def digest(path: Path) -> str:
     """Content hash, to prove that a file that was only read is unchanged afterwards."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def no_hang(call, *args, limit_s: float = 120.0, **kwargs):
+    """Run ``call`` and return its result, raising what it raised; fail if it never returns.
+
+    The limit is a generous safety net against infinite loops, far above any honest run on a
+    loaded machine, not a timing window: a slow machine makes the test slower, never red.
+    """
+    import threading
+
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call(*args, **kwargs)
+        except BaseException as error:  # re-raised below, on the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    if thread.is_alive():
+        raise AssertionError(f"{getattr(call, '__name__', call)} did not return within {limit_s:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")
