@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from tui.openmp_setup import load_torch_with_passive_openmp  # noqa: E402
+
+load_torch_with_passive_openmp()  # as the rwkv-tui entry point does, before torch loads
 
 
 def make_model(layers: int, embd: int, directory: Path) -> Path:

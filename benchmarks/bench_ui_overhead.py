@@ -32,9 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tui.openmp_setup import load_torch_with_passive_openmp  # noqa: E402
+
+load_torch_with_passive_openmp()  # as the rwkv-tui entry point does, before torch loads
+
 from benchmarks.model_shape import add_model_arguments, tokenizer_for  # noqa: E402
-# As the rwkv-tui entry point does (tui/cli.py), before torch is imported, for both sides.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PROMPT = "Tell me a long story about a lighthouse keeper."
 

@@ -4,14 +4,6 @@ A library first: the TUI and the CLI are thin clients of the names exported here
 in this package imports Textual.
 """
 
-import os as _os
-
-# Before torch loads: OpenMP threads that wait by spinning steal the cores from a decoding
-# thread when torch's pool was first used off the main thread, as in any app that runs the
-# model on a worker (measured: 0.1B shape on 2 busy cores, 5.5 → 11.3 tok/s with passive
-# waiting). Only effective if torch is not imported yet; a user's own setting wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from engine.chat import Conversation, ThinkMode, Turn
 from engine.checkpoint import ModelConfig
 from engine.errors import BackendError, CheckpointError, EngineError, StateError, TokenizerError

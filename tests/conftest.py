@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.synthetic import random_state_dict, save_checkpoint
+from tui.openmp_setup import load_torch_with_passive_openmp
+
+load_torch_with_passive_openmp()  # the test process runs the engine as the app does
+
+from engine.synthetic import random_state_dict, save_checkpoint  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

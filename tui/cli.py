@@ -14,8 +14,11 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-import engine  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
-from tui.commands import COMMAND_MODULES
+from tui.openmp_setup import load_torch_with_passive_openmp
+
+load_torch_with_passive_openmp()  # first: before anything below loads torch
+
+from tui.commands import COMMAND_MODULES  # noqa: E402
 
 
 def _command_modules() -> list[ModuleType]:
