@@ -26,9 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tui.openmp_setup import load_torch_with_passive_openmp  # noqa: E402
+from tui.openmp_setup import load_engine_with_passive_openmp  # noqa: E402
 
-load_torch_with_passive_openmp()  # as the rwkv-tui entry point does, before torch loads
+load_engine_with_passive_openmp()  # as the rwkv-tui entry point does, before torch loads
 
 
 def make_model(layers: int, embd: int, directory: Path) -> Path:

@@ -97,9 +97,9 @@ def _build(kind: str, model: Path) -> tuple[Forward, dict[str, Any]]:
     """Load one contender. Ours first sets up the process as the rwkv-tui entry point does."""
     if kind.startswith("ours-"):
         sys.path.insert(0, str(ROOT))
-        from tui.openmp_setup import load_torch_with_passive_openmp
+        from tui.openmp_setup import load_engine_with_passive_openmp
 
-        load_torch_with_passive_openmp()
+        load_engine_with_passive_openmp()
         import torch
 
         from engine import load_model

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tui.openmp_setup import load_torch_with_passive_openmp
+from tui.openmp_setup import load_engine_with_passive_openmp
 
-load_torch_with_passive_openmp()  # the test process runs the engine as the app does
+load_engine_with_passive_openmp()  # the test process runs the engine as the app does
 
 from engine.synthetic import random_state_dict, save_checkpoint  # noqa: E402
 

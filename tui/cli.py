@@ -14,9 +14,9 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from tui.openmp_setup import load_torch_with_passive_openmp
+from tui.openmp_setup import load_engine_with_passive_openmp
 
-load_torch_with_passive_openmp()  # first: before anything below loads torch
+load_engine_with_passive_openmp()  # first: before anything below loads torch
 
 from tui.commands import COMMAND_MODULES  # noqa: E402
 

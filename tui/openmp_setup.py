@@ -17,8 +17,9 @@ import sys
 POLICY_VARIABLE = "OMP_WAIT_POLICY"
 
 
-def load_torch_with_passive_openmp() -> bool:
-    """Import torch with passive OpenMP waiting, leaving ``os.environ`` as it was.
+def load_engine_with_passive_openmp() -> bool:
+    """Import the engine (and with it torch) with passive OpenMP waiting, leaving
+    ``os.environ`` as it was.
 
     Returns whether the policy was applied: not when torch is already loaded (its runtime has
     read the environment) and not when the user chose a policy of their own, which wins.
@@ -27,7 +28,7 @@ def load_torch_with_passive_openmp() -> bool:
         return False
     os.environ[POLICY_VARIABLE] = "PASSIVE"
     try:
-        import torch  # noqa: F401  (loads libgomp, which reads the policy now)
+        import engine  # noqa: F401  (loads torch and its libgomp, which reads the policy now)
     finally:
         os.environ.pop(POLICY_VARIABLE, None)
     return True

@@ -16,8 +16,12 @@ from tui.protocol import ChatSettings, ConversationInfo, Event, LoadModel, Model
 from tui.worker import EngineWorker
 
 
-async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Let the app run until ``predicate`` holds (the engine works on its own thread)."""
+async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 180.0, what: str = "") -> None:
+    """Let the app run until ``predicate`` holds (the engine works on its own thread).
+
+    ``timeout`` only ends a test that would otherwise hang; it is far above any honest wait on
+    a loaded machine, so a slow run is slow, never red.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -26,7 +30,7 @@ async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float =
     raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
-async def wait_idle(pilot: Any, app: RwkvApp, timeout: float = 60.0) -> None:
+async def wait_idle(pilot: Any, app: RwkvApp, timeout: float = 180.0) -> None:
     """Until no reply is being generated and every engine event has reached the UI."""
     await wait_until(
         pilot, lambda: app.worker.settled and not len(app.worker.outbox) and not app.chat_pane.generating,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from textual.widgets import DataTable, Input, TabbedContent
+from textual.widgets import Button, DataTable, Input, TabbedContent
 
 from tests.tui.conftest import start, wait_idle, wait_until
 from tui.screens.help import HelpScreen
@@ -228,8 +228,16 @@ async def test_state_pane_lists_snapshots_and_rewinds(make_app) -> None:
         assert cells["Snapshots kept"].startswith("3 ·")
         assert cells["Tokens seen"] == f"{app.worker.conversation.state.tokens_seen:,}"
         table.move_cursor(row=1)
-        await pilot.pause(0.1)
+        rewind = app.state_pane.query_one("#rewind", Button)
+        # Each step waits for the pane to show it took the previous one: a click that lands
+        # before the highlight moved would arm the old row (seen on a loaded machine).
+        pane = app.state_pane
+        await wait_until(pilot, lambda: pane.info is not None and not rewind.disabled
+                         and pane._selected_turn() == pane.info.turns[1].index, what="row 1 selected")
         await pilot.click("#rewind")
+        # Armed, and the press animation over: Textual ignores clicks on a button still "-active".
+        await wait_until(pilot, lambda: str(rewind.label).startswith("Press again") and not rewind.has_class("-active"),
+                         what="rewind armed")
         assert len(app.worker.conversation.turns) == 3  # the first press only asks
         await pilot.click("#rewind")
         await wait_until(pilot, lambda: len(app.worker.conversation.turns) == 1)

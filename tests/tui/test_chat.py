@@ -61,7 +61,7 @@ async def test_escape_stops_generation(make_app) -> None:
         await pilot.press(*"never stop", "enter")
         await wait_until(pilot, lambda: app.worker.busy and app.chat_pane.view_for(0, "assistant") is not None)
         await pilot.press("escape")
-        await wait_idle(pilot, app, timeout=10)
+        await wait_idle(pilot, app, timeout=60)  # far below the 100,000 tokens a broken stop would write
         turn = app.worker.conversation.turns[0]
         assert turn.stop_reason.value == "cancelled" and turn.stats.generated_tokens < 100_000
         header = str(app.chat_pane.view_for(0, "assistant")._header())
