@@ -3,6 +3,11 @@
 With no subcommand it opens the full-screen app; subcommands (``generate``, ``music``,
 ``state``) run without a terminal UI, for scripts. Errors are one line on stderr and a
 non-zero exit status, never a traceback.
+
+What reaches a terminal has its control characters made visible (``␛]0;…␇``): model output,
+file names and header fields read from files could otherwise set the terminal's title, clear
+it or write its clipboard. Output into a pipe or a file is left exactly as written
+(``rwkv-tui generate > out.txt`` keeps the model's text byte for byte). See tui.terminal_text.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Sequence
 
 import engine  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 from tui.commands import COMMAND_MODULES
+from tui.terminal_text import terminal_safe_output
 
 
 def _command_modules() -> list[ModuleType]:
@@ -53,6 +59,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with terminal_safe_output():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from engine.errors import EngineError
 
     commands = _command_modules()
