@@ -20,6 +20,7 @@ from typing import Iterable
 import platformdirs
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
@@ -41,9 +42,11 @@ from tui.protocol import (
     TranscriptReplaced, TranscriptTruncated, TurnStarted,
 )
 from tui.protocol import AutosaveSession, BranchesInfo, InspectorUpdate, ResumeSession, SessionAvailable, StateDiffReady
+from tui.safe_text import plain_content
 from tui.screens.help import HelpScreen
 from tui.screens.path_prompt import PathPrompt
 from tui.screens.resume_prompt import ResumePrompt
+from tui.terminal_text import visible_controls
 from tui.theming import load_themes, stylesheets
 from tui.widgets.load_progress import LoadProgress
 from tui.widgets.model_bar import ModelBar
@@ -491,6 +494,26 @@ class RwkvApp(App[int]):
         title = "Load a chat model (.pth)" if role == "chat" else "Load a music model (.pth, ABC or MIDI tokens)"
         self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth",), note=note), chosen)
 
+    # ------------------------------------------------------------------ notifications
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification in this app is plain text, whatever ``markup`` says.
+
+        Messages quote file names, model names, error text and the model's own words; one ``[/]``
+        among them raised MarkupError and a control character reached the terminal. Widgets'
+        ``notify`` always passes ``markup=True``, so the choice is made here, once.
+        """
+        super().notify(visible_controls(str(message)), title=visible_controls(str(title)), severity=severity,
+                       timeout=timeout, markup=False)
+
     # ------------------------------------------------------------------ command palette
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -505,17 +528,17 @@ class RwkvApp(App[int]):
             keys = format_keys(effective_keys(spec.id, self.config.keymap))
             if spec.scope == "state":
                 # Shown where it acts: on the state pane's selected snapshot.
-                yield SystemCommand(f"State: {spec.palette_title}", f"{spec.help} ({keys})",
+                yield SystemCommand(f"State: {spec.palette_title}", plain_content(f"{spec.help} ({keys})"),
                                     partial(self._run_in_state_pane, spec.action))
                 continue
             if spec.scope == "music":
                 # Music actions act on the music pane, so show it.
-                yield SystemCommand(f"Music: {spec.palette_title}", f"{spec.help} ({keys})",
+                yield SystemCommand(f"Music: {spec.palette_title}", plain_content(f"{spec.help} ({keys})"),
                                     partial(self._run_music_action, spec.action))
                 continue
             title = spec.palette_title if spec.scope == "app" else f"Chat: {spec.palette_title}"
             target = self if spec.scope == "app" else self.chat_pane
-            yield SystemCommand(title, f"{spec.help} ({keys})", partial(self.run_action, spec.action, target))
+            yield SystemCommand(title, plain_content(f"{spec.help} ({keys})"), partial(self.run_action, spec.action, target))
 
     async def _run_in_state_pane(self, action: str) -> None:
         self.action_show_pane("state")

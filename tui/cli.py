@@ -3,6 +3,11 @@
 With no subcommand it opens the full-screen app; subcommands (``generate``, ``music``,
 ``state``) run without a terminal UI, for scripts. Errors are one line on stderr and a
 non-zero exit status, never a traceback.
+
+What reaches a terminal has its control characters made visible (``␛]0;…␇``): model output,
+file names and header fields read from files could otherwise set the terminal's title, clear
+it or write its clipboard. Output into a pipe or a file is left exactly as written
+(``rwkv-tui generate > out.txt`` keeps the model's text byte for byte). See tui.terminal_text.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from tui.openmp_setup import load_engine_with_passive_openmp
 load_engine_with_passive_openmp()  # first: before anything below loads torch
 
 from tui.commands import COMMAND_MODULES  # noqa: E402
+from tui.terminal_text import terminal_safe_output  # noqa: E402
 
 
 def _command_modules() -> list[ModuleType]:
@@ -56,6 +62,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with terminal_safe_output():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from engine.errors import EngineError
 
     commands = _command_modules()

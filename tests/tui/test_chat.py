@@ -8,6 +8,7 @@ from textual.widgets import Collapsible, Markdown
 
 from tests.tui.conftest import set_sampling, start, wait_idle, wait_until
 from tui.protocol import ReplyDelta, ReplyFinished, TurnStarted, TurnView
+from tui.terminal_text import visible_controls
 from tui.widgets.message_view import MessageView
 
 
@@ -34,7 +35,8 @@ async def test_send_streams_the_reply_into_markdown(make_app) -> None:
         turn = app.worker.conversation.turns[0]
         assert reply.text == turn.reply and not reply.streaming
         shown = reply.query_one(".message-body", Markdown).source
-        assert shown == turn.reply  # one full update at the end: exactly the engine's text
+        # One full update at the end: exactly the engine's text, its control characters made visible.
+        assert shown == visible_controls(turn.reply)
         assert roles(app) == [("user", 0), ("assistant", 0)]
         assert app.chat_pane.view_for(0, "user").text == "hello there"
         status = str(app.query_one("#status-line").render_stats())

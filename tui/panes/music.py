@@ -46,7 +46,9 @@ from tui.music_settings import MusicSettings
 from tui.music_worker import STOPPED_BEFORE_START, MusicWorker
 from tui.pacing import DrainPacer
 from tui.protocol import ModelSummary
+from tui.safe_text import plain
 from tui.screens.path_prompt import PathPrompt
+from tui.terminal_text import visible_controls
 from tui.widgets.model_bar import describe
 from tui.widgets.music_settings_panel import CONTINUE_SUFFIXES, MusicSettingsPanel
 from tui.widgets.piano_roll import PianoRoll
@@ -162,7 +164,7 @@ class MusicPane(Vertical):
         transport.set_reactive(Transport.tempo, self._tempo)
         transport.set_reactive(Transport.volume, self._volume)
         yield transport
-        yield Static(self._model_text(), id="music-model")
+        yield Static(plain(self._model_text()), id="music-model")
 
     def on_mount(self) -> None:
         from tui.app import log_path  # the app imports this module
@@ -234,7 +236,7 @@ class MusicPane(Vertical):
 
     def set_model(self, summary: ModelSummary) -> None:
         self.model = summary
-        self.query_one("#music-model", Static).update(self._model_text())
+        self.query_one("#music-model", Static).update(plain(self._model_text()))
         if summary.tokenizer in MODES and summary.tokenizer != self.settings.mode:
             # The model decides which token language can be generated.
             self._apply_settings(self.settings.with_field("mode", summary.tokenizer), show=True)
@@ -242,7 +244,7 @@ class MusicPane(Vertical):
     def set_status(self, status: str) -> None:
         self.status = status
         if self.model is None:
-            self.query_one("#music-model", Static).update(self._model_text())
+            self.query_one("#music-model", Static).update(plain(self._model_text()))
 
     # ------------------------------------------------------------------ settings & config
 
@@ -517,7 +519,7 @@ class MusicPane(Vertical):
         each append that grows the view costs a layout of the whole screen."""
         now = time.monotonic()
         if self._pending_text and (force or now - self._text_flushed >= TEXT_INTERVAL):
-            self.text_view.write("".join(self._pending_text))
+            self.text_view.write(visible_controls("".join(self._pending_text)))
             self._pending_text.clear()
             self._text_flushed = now
 

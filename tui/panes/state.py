@@ -31,6 +31,7 @@ from tui.protocol import (
 )
 from tui.screens.path_prompt import PathPrompt
 from tui.screens.state_file_prompt import StateFileChoice, StateFilePrompt
+from tui.safe_text import plain
 from tui.think import split_reply
 from tui.widgets.state_bars import LayerBars
 from tui.widgets.state_diff import StateDiffView
@@ -170,8 +171,8 @@ class StatePane(Horizontal):
                 f"{turn.index + 1}{' ◆' if turn.index == self.marked else ''}",
                 f"{turn.tokens_before:,}" if turn.tokens_before is not None else "–",
                 "kept" if turn.has_snapshot else f"replay {turn.replay_tokens:,}",
-                _preview(turn.user, 13),
-                _preview(split_reply(turn.reply)[1] or turn.reply, 13),
+                plain(_preview(turn.user, 13)),
+                plain(_preview(split_reply(turn.reply)[1] or turn.reply, 13)),
                 key=str(turn.index),
             )
         if table.row_count:
@@ -206,7 +207,7 @@ class StatePane(Horizontal):
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
         for what, value in rows:
-            grid.add_row(what, value)
+            grid.add_row(what, plain(value))
         self.numbers = dict(rows)
         self.query_one("#state-numbers", Static).update(grid)
 
@@ -404,7 +405,7 @@ class StatePane(Horizontal):
     def show_diff(self, ready: StateDiffReady) -> None:
         self.diff_view.show(ready.diff, ready.label_a, ready.label_b)
         self.query_one("#inspector-switcher", ContentSwitcher).current = "inspector-diff"
-        self.query_one("#inspector-region").border_title = f"Difference: {ready.label_a} vs {ready.label_b}"
+        self.query_one("#inspector-region").border_title = plain(f"Difference: {ready.label_a} vs {ready.label_b}")
         self.query_one("#inspector-region").border_subtitle = "v: back to the live state"
 
     def action_show_live(self) -> None:

@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui.actions import ACTIONS, PROMPT_KEYS, effective_keys, format_keys
+from tui.safe_text import plain
+from tui.terminal_text import visible_controls
 
 SCOPE_TITLES = (
     ("app", "Anywhere"),
@@ -40,7 +42,7 @@ def help_sections(keymap: dict[str, str]) -> list[tuple[str, list[Row]]]:
 def remap_hint(config_file: str) -> Text:
     text = Text()
     text.append("Remapping keys\n", style="bold")
-    text.append(f"Add the ids you want to move under \"keymap\" in {config_file} and restart, e.g.\n")
+    text.append(f"Add the ids you want to move under \"keymap\" in {visible_controls(config_file)} and restart, e.g.\n")
     text.append('  {"keymap": {"chat.regenerate": "ctrl+r,f6", "chat.stop": "escape"}}\n', style="italic")
     text.append("The theme, system prompt, think mode and sampling defaults are saved in the same file.")
     return text
@@ -74,13 +76,13 @@ class HelpScreen(ModalScreen[None]):
         scroll.border_title = "Keys · Esc closes"
         with scroll:
             for title, rows in help_sections(self.keymap):
-                yield Static(title, classes="help-title")
+                yield Static(plain(title), classes="help-title")
                 table = Table(box=box.SIMPLE_HEAD, expand=True, show_edge=False, pad_edge=False)
                 table.add_column("Keys", no_wrap=True, style="bold")
                 table.add_column("Action", ratio=1)
                 table.add_column("Id", style="dim", no_wrap=True)
                 for keys, text, action_id in rows:
-                    table.add_row(keys, text, action_id)
+                    table.add_row(plain(keys), plain(text), plain(action_id))
                 yield Static(table)
             yield Static(remap_hint(self.config_file), id="remap-hint")
 

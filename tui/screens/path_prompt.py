@@ -19,6 +19,9 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Button, Input, Static
 
+from tui.safe_text import plain
+from tui.widgets.safe_fields import SafeInput
+
 
 class PathSuggester(Suggester):
     """Suggests the first file-system entry that completes what has been typed."""
@@ -91,9 +94,9 @@ class PathPrompt(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.title_text, classes="dialog-title")
-            yield Input(self.value, id="path", suggester=PathSuggester(self.suffixes), select_on_focus=False)
-            yield Static(self.note or "Tab completes the path · Enter confirms · Esc cancels", id="path-note")
+            yield Static(plain(self.title_text), classes="dialog-title")
+            yield SafeInput(self.value, id="path", suggester=PathSuggester(self.suffixes), select_on_focus=False)
+            yield Static(plain(self.note or "Tab completes the path · Enter confirms · Esc cancels"), id="path-note")
             yield from self.compose_options()
             with Horizontal():
                 yield Button("Cancel", id="cancel")
@@ -113,30 +116,36 @@ class PathPrompt(ModalScreen[str | None]):
         """An error for this path, or None; shows a warning when a save replaces a file."""
         note = self.query_one("#path-note", Static)
         note.remove_class("-error", "-warning")
-        error: str | None = None
-        path = Path(value).expanduser() if value.strip() else None
-        if path is None:
-            error = "enter a path"
-        elif self.mode == "open":
-            if not path.exists():
-                error = f"{path}: no such file"
-            elif path.is_dir():
-                error = f"{path}: is a folder; pick a file inside it"
+        try:
+            error, warning = self._problem(value)
+        except (OSError, RuntimeError, ValueError) as exc:
+            # A name too long for the file system, "~nobody/…", a NUL byte: a path we cannot use.
+            error, warning = f"{value}: cannot use this path ({getattr(exc, 'strerror', None) or exc})", None
+        if error or warning:
+            note.update(plain(error or warning))
+            note.add_class("-error" if error else "-warning")
         else:
-            if path.is_dir():
-                error = f"{path}: is a folder; add a file name"
-            elif not path.parent.is_dir():
-                error = f"{path.parent}: no such folder"
-            elif path.exists():
-                note.update(f"{path.name} exists and will be replaced")
-                note.add_class("-warning")
-                return None
-        if error:
-            note.update(error)
-            note.add_class("-error")
-        else:
-            note.update(self.note or "Tab completes the path · Enter confirms · Esc cancels")
+            note.update(plain(self.note or "Tab completes the path · Enter confirms · Esc cancels"))
         return error
+
+    def _problem(self, value: str) -> tuple[str | None, str | None]:
+        """(error, warning) for this path; OSError when the file system cannot even look it up."""
+        if not value.strip():
+            return "enter a path", None
+        path = Path(value).expanduser()
+        if self.mode == "open":
+            if not path.exists():
+                return f"{path}: no such file", None
+            if path.is_dir():
+                return f"{path}: is a folder; pick a file inside it", None
+            return None, None
+        if path.is_dir():
+            return f"{path}: is a folder; add a file name", None
+        if not path.parent.is_dir():
+            return f"{path.parent}: no such folder", None
+        if path.exists():
+            return None, f"{path.name} exists and will be replaced"
+        return None, None
 
     @on(Input.Changed, "#path")
     def _changed(self, event: Input.Changed) -> None:

@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from tui.safe_text import plain
+
 
 class ResumePrompt(ModalScreen[bool]):
     """Dismisses with True to resume, False to start fresh (the autosave stays until overwritten)."""
@@ -41,8 +43,8 @@ class ResumePrompt(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"Resume your last conversation with {self.model_name}?", classes="dialog-title")
-            yield Static(self.description, id="resume-description")
+            yield Static(plain(f"Resume your last conversation with {self.model_name}?"), classes="dialog-title")
+            yield Static(plain(self.description), id="resume-description")
             yield Static("R or Enter resumes it (state and transcript) · N or Esc starts fresh; "
                          "it stays available (State: Resume, or U in the state pane) until a new conversation "
                          "is autosaved at exit.",

@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet
 
 from engine.time_state import DEFAULT_ORIENTATION, Orientation
+from tui.safe_text import plain
 from tui.screens.path_prompt import PathPrompt
 
 _ORIENTATION_TEXT = {
@@ -59,7 +60,7 @@ class StateFilePrompt(PathPrompt):
         with RadioSet(id="orientation"):
             for orientation in Orientation:
                 yield RadioButton(
-                    _ORIENTATION_TEXT[orientation], value=orientation is self.orientation,
+                    plain(_ORIENTATION_TEXT[orientation]), value=orientation is self.orientation,
                     id=f"orientation-{orientation.value}",
                 )
         if self.offer_other_weights:

@@ -9,6 +9,7 @@ from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar
 
 from tui.protocol import ModelLoading
+from tui.safe_text import plain
 from tui.widgets.status_line import human_bytes
 
 
@@ -33,7 +34,7 @@ class LoadProgress(Horizontal):
         self.add_class("-active")
         name = Path(event.path).name
         size = f" ({human_bytes(event.size_bytes)})" if event.size_bytes else ""
-        self.query_one("#load-label", Label).update(f"Loading {event.role} model {name}{size}: {event.stage}")
+        self.query_one("#load-label", Label).update(plain(f"Loading {event.role} model {name}{size}: {event.stage}"))
         bar = self.query_one(ProgressBar)
         if event.fraction is None:
             bar.update(total=None)

@@ -21,6 +21,7 @@ from engine import StopReason
 from tui.actions import bindings_for
 from tui.messages import CopyText, EditRequested, RegenerateRequested
 from tui.protocol import TurnView
+from tui.terminal_text import visible_controls
 from tui.think import ThinkSplitter, split_reply
 
 MessageRole = Literal["user", "assistant"]
@@ -89,18 +90,18 @@ class MessageView(Vertical, can_focus=True):
         yield Label(self._header(), classes="message-header")
         if self._think_text.strip():
             yield self._think_section()
-        yield Markdown("" if self.deferred else self._answer_text, classes="message-body", open_links=False)
+        yield Markdown("" if self.deferred else visible_controls(self._answer_text), classes="message-body", open_links=False)
 
     async def reveal(self) -> None:
         """Render a deferred body (the message is about to be displayed)."""
         if self.deferred:
             self.deferred = False
-            await self.query_one(".message-body", Markdown).update(self._answer_text)
+            await self.query_one(".message-body", Markdown).update(visible_controls(self._answer_text))
 
     def _think_section(self) -> Collapsible:
         """Folded reasoning; mounted only for replies that have some (fewer widgets to lay out)."""
         return Collapsible(
-            Markdown(self._think_text, classes="think-body", open_links=False), title="Thinking", collapsed=True,
+            Markdown(visible_controls(self._think_text), classes="think-body", open_links=False), title="Thinking", collapsed=True,
         )
 
     async def _ensure_think_section(self) -> Markdown:
@@ -157,12 +158,12 @@ class MessageView(Vertical, can_focus=True):
                 if self._think_stream is None:
                     self._think_stream = Markdown.get_stream(await self._ensure_think_section())
                 self._think_text += text
-                await self._think_stream.write(text)
+                await self._think_stream.write(visible_controls(text))
             else:
                 if self._body_stream is None:
                     self._body_stream = Markdown.get_stream(self.query_one(".message-body", Markdown))
                 self._answer_text += text
-                await self._body_stream.write(text)
+                await self._body_stream.write(visible_controls(text))
         if self._think_text and any(section == "think" for section, _ in pieces):
             self._set_think_title()
 
@@ -178,9 +179,9 @@ class MessageView(Vertical, can_focus=True):
         self.streaming = False
         self.text = turn.reply
         self._think_text, self._answer_text = split_reply(turn.reply)
-        await self.query_one(".message-body", Markdown).update(self._answer_text)
+        await self.query_one(".message-body", Markdown).update(visible_controls(self._answer_text))
         if self._think_text.strip():
-            await (await self._ensure_think_section()).update(self._think_text)
+            await (await self._ensure_think_section()).update(visible_controls(self._think_text))
             self._set_think_title()
         self.set_meta(turn)
 

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from tui.protocol import ModelSummary
+from tui.safe_text import plain
 
 
 def describe(summary: ModelSummary) -> str:
@@ -57,9 +58,9 @@ class ModelBar(Static):
         text = Text()
         text.append("rwkv-tui", style="bold")
         text.append("  chat: ")
-        text.append(describe(self.chat) if self.chat else self.chat_status, style="bold" if self.chat else "italic")
+        text.append(plain(describe(self.chat) if self.chat else self.chat_status, "bold" if self.chat else "italic"))
         text.append("  │  music: ")
-        text.append(self.music.name if self.music else self.music_status, style="" if self.music else "italic")
+        text.append(plain(self.music.name if self.music else self.music_status, "" if self.music else "italic"))
         if any(m is not None and m.demo for m in (self.chat, self.music)):
             text.append("\n")
             text.append(

@@ -17,6 +17,8 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from tui.music_settings import MODE_LABELS, MODES, MusicSettings
+from tui.safe_text import plain
+from tui.widgets.safe_fields import SafeInput
 
 #: Field → (label, hint, which mode shows it: "" = both).
 FIELDS: dict[str, tuple[str, str, str]] = {
@@ -107,7 +109,7 @@ class MusicSettingsPanel(VerticalScroll):
             classes = f"-only-{only}" if only else ""
             with Horizontal(classes=f"field-row {classes}"):
                 yield Label(label, classes="field-label")
-                yield Input(_display(getattr(self.settings, name)), id=f"field-{name}", compact=True,
+                yield SafeInput(_display(getattr(self.settings, name)), id=f"field-{name}", compact=True,
                             tooltip=hint, select_on_focus=False)
             yield Static(hint, classes=f"field-hint {classes}")
             yield Static("", id=f"error-{name}", classes=f"field-error {classes}")
@@ -146,7 +148,7 @@ class MusicSettingsPanel(VerticalScroll):
     def _set_error(self, name: str, message: str | None) -> None:
         self.query_one(f"#field-{name}", Input).set_class(message is not None, "-invalid")
         error = self.query_one(f"#error-{name}", Static)
-        error.update(message or "")
+        error.update(plain(message or ""))
         error.set_class(message is not None, "-shown")
         if message is None:
             self.errors.pop(name, None)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from textual import events
 from textual.message import Message
-from textual.widgets import TextArea
+
+from tui.widgets.safe_fields import SafeTextArea
 
 NEWLINE_KEYS = frozenset({"ctrl+j", "alt+enter", "shift+enter", "ctrl+enter"})
 
 
-class PromptInput(TextArea):
+class PromptInput(SafeTextArea):
     """Grows with its text up to a limit; posts :class:`Submitted` on Enter."""
 
     DEFAULT_CSS = """

@@ -18,6 +18,8 @@ from engine import EngineError, SamplingParams, ThinkMode
 from tui.config import SAMPLING_FIELDS, coerce_sampling_value
 from tui.messages import SettingsChanged
 from tui.protocol import ChatSettings
+from tui.safe_text import plain
+from tui.widgets.safe_fields import SafeInput, SafeTextArea
 
 #: Field → (label, hint shown under it).
 FIELD_TEXT: dict[str, tuple[str, str]] = {
@@ -70,7 +72,7 @@ class SettingsPanel(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static("System prompt", classes="settings-title")
-        yield TextArea(self.settings.system, id="system-prompt", soft_wrap=True, tab_behavior="focus")
+        yield SafeTextArea(self.settings.system, id="system-prompt", soft_wrap=True, tab_behavior="focus")
         yield Static("Fed with the first message; Ctrl+N starts a new chat.", classes="field-hint")
         yield Static("Think mode", classes="settings-title")
         yield Select(
@@ -82,7 +84,7 @@ class SettingsPanel(VerticalScroll):
             label, hint = FIELD_TEXT[name]
             with Horizontal(classes="field-row"):
                 yield Label(label, classes="field-label")
-                yield Input(_display(getattr(self.settings.params, name)), id=f"field-{name}", compact=True)
+                yield SafeInput(_display(getattr(self.settings.params, name)), id=f"field-{name}", compact=True)
             yield Static(hint, classes="field-hint")
             yield Static("", id=f"error-{name}", classes="field-error")
         with Horizontal(id="settings-buttons"):
@@ -108,7 +110,7 @@ class SettingsPanel(VerticalScroll):
     def _set_error(self, name: str, message: str | None) -> None:
         self.query_one(f"#field-{name}", Input).set_class(message is not None, "-invalid")
         error = self.query_one(f"#error-{name}", Static)
-        error.update(message or "")
+        error.update(plain(message or ""))
         error.set_class(message is not None, "-shown")
 
     def validate_field(self, name: str, text: str) -> SamplingParams | None:

@@ -12,6 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import Label
 
 from engine.state_stats import StateDiff
+from tui.safe_text import plain
 from tui.widgets.state_bars import LayerBars
 from tui.widgets.state_heatmap import StateHeatmap
 
@@ -53,7 +54,7 @@ class StateDiffView(Vertical):
     def show(self, diff: StateDiff, label_a: str = "A", label_b: str = "B") -> None:
         self._diff = diff
         self._labels = (label_a, label_b)
-        self.query_one(".state-diff--summary", Label).update(self.summary_text())
+        self.query_one(".state-diff--summary", Label).update(plain(self.summary_text()))
         top = float(diff.wkv_relative.max()) if diff.wkv_relative.numel() else 0.0
         self.query_one(StateHeatmap).set_values(diff.wkv_relative, value_range=(0.0, max(top, 1e-12)))
         self.query_one(LayerBars).set_series({"att Δ": diff.att_x, "ffn Δ": diff.ffn_x})

@@ -21,6 +21,8 @@ from textual.widgets import Button, Select, Static
 
 from engine.music.player import PlayerState, PlayerStatus
 from engine.music.ports import DEFAULT_VIRTUAL_PORT, PortChoice, PortListing, list_output_ports
+from tui.safe_text import plain
+from tui.widgets.safe_fields import SafeSelect
 
 NO_OUTPUT = "none"
 _TEMPO_STEPS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
@@ -140,7 +142,7 @@ class Transport(Widget):
             yield Button("▶ Play", id="play_pause")
             yield Button("■ Stop", id="stop")
             yield Button("↺ Replay", id="replay")
-            yield Select(self._options(), id="port", prompt="MIDI output", allow_blank=False,
+            yield SafeSelect(self._options(), id="port", prompt="MIDI output", allow_blank=False,
                          value=self._value_of(self._choice))
             yield Button("⟳", id="refresh_ports", tooltip="List MIDI ports again")
         yield Static("", id="status")
@@ -276,5 +278,5 @@ class Transport(Widget):
         # would cost a reflow of the whole screen at every playhead update).
         if text != self._line:
             self._line = text
-            status.update(text, layout=False)
+            status.update(plain(text), layout=False)
         status.set_class(error, "-error")
