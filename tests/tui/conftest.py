@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from textual.app import App
+from textual.notifications import Notification
 
 from engine import SamplingParams
 from tui.app import LaunchOptions, RwkvApp
@@ -37,6 +39,33 @@ async def wait_idle(pilot: Any, app: RwkvApp, timeout: float = 180.0) -> None:
         timeout, "the reply to finish",
     )
     await pilot.pause(0.1)
+
+
+@pytest.fixture(autouse=True)
+def _notification_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every notification an app raised for the test to read with :func:`notices`.
+
+    Textual drops a notification from ``app._notifications`` once its timeout has passed (3 s
+    for some of ours), a wall-clock window a loaded machine overran before the assertion ran.
+    """
+    from textual.notifications import Notifications
+
+    original = Notifications.add
+
+    def add(self: Notifications, notification: Notification) -> None:
+        self.__dict__.setdefault("history", []).append(notification)
+        original(self, notification)
+
+    monkeypatch.setattr(Notifications, "add", add)
+
+
+def notices(app: App) -> list[Notification]:
+    """Every notification ``app`` raised so far, oldest first, whether or not still on screen."""
+    return list(getattr(app._notifications, "history", []))
+
+
+def notice_texts(app: App) -> list[str]:
+    return [n.message for n in notices(app)]
 
 
 @pytest.fixture(autouse=True)

@@ -7,13 +7,9 @@ from pathlib import Path
 
 from textual.widgets import Button, DataTable, Input, TabbedContent
 
-from tests.tui.conftest import start, wait_idle, wait_until
+from tests.tui.conftest import notice_texts, notices, start, wait_idle, wait_until
 from tui.screens.help import HelpScreen
 from tui.screens.path_prompt import PathPrompt
-
-
-def notifications(app) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 async def test_header_shows_model_device_dtype_and_state_size(make_app) -> None:
@@ -36,8 +32,8 @@ async def test_a_bad_model_file_is_one_notification_and_the_app_goes_on(make_app
         assert isinstance(app.screen, PathPrompt)
         app.screen.query_one("#path", Input).value = str(bad)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: any("garbage.pth" in m for m in notifications(app)))
-        error = next(m for m in notifications(app) if "garbage.pth" in m)
+        await wait_until(pilot, lambda: any("garbage.pth" in m for m in notice_texts(app)))
+        error = next(m for m in notice_texts(app) if "garbage.pth" in m)
         assert "\n" not in error and "Traceback" not in error
         # The loaded model and the chat are untouched.
         assert "tiny-bytes" in str(app.query_one("#model-bar").render_bar())
@@ -69,11 +65,11 @@ async def test_missing_demo_models_give_one_notification_and_a_usable_app(
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_until(pilot, lambda: "none" in str(app.query_one("#model-bar").render_bar()).split("music:")[1])
         await pilot.pause(0.3)
-        errors = [n for n in app._notifications if n.severity == "error"]
+        errors = [n for n in notices(app) if n.severity == "error"]
         assert len(errors) == 1 and "demo model is missing" in errors[0].message
         # Still usable: type, and load a model from the palette.
         await pilot.press(*"hello", "enter")
-        await wait_until(pilot, lambda: any("Not sent" in m for m in notifications(app)))
+        await wait_until(pilot, lambda: any("Not sent" in m for m in notice_texts(app)))
         assert app.chat_pane.prompt.text == "hello"  # nothing lost
         await pilot.press("ctrl+p")
         await pilot.press(*"Load model")
@@ -169,7 +165,7 @@ async def test_a_corrupt_config_is_one_notification_with_defaults(make_app, conf
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await start(pilot, app)
-        warnings = [n for n in app._notifications if n.title == "Settings"]
+        warnings = [n for n in notices(app) if n.title == "Settings"]
         assert len(warnings) == 1 and "not valid JSON" in warnings[0].message
         assert app.theme == "rwkv-dark" and app.chat_pane.settings.params.max_tokens == 1000
 
@@ -277,8 +273,8 @@ async def test_a_bad_state_file_keeps_the_model_and_says_why(make_app, tmp_path:
     app = make_app(state=str(tmp_path / "missing.state"))
     async with app.run_test(size=(120, 36)) as pilot:
         await start(pilot, app)
-        await wait_until(pilot, lambda: any("missing.state" in m for m in notifications(app)))
-        message = next(m for m in notifications(app) if "missing.state" in m)
+        await wait_until(pilot, lambda: any("missing.state" in m for m in notice_texts(app)))
+        message = next(m for m in notice_texts(app) if "missing.state" in m)
         assert "\n" not in message and "initial state" in message
         await pilot.press(*"hi", "enter")
         await wait_idle(pilot, app)
@@ -297,7 +293,7 @@ async def test_demo_models_are_labelled_as_such(make_app, monkeypatch, tmp_path:
         await start(pilot, app)
         bar = str(app.query_one("#model-bar").render_bar())
         assert "rwkv7-demo-chat-bytes" in bar and "demo models" in bar and "--model" in bar
-        assert not [n for n in app._notifications if n.severity == "error"]  # the missing music demo is not an error
+        assert not [n for n in notices(app) if n.severity == "error"]  # the missing music demo is not an error
         assert "none" in bar.split("music:")[1]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from textual.widgets import Collapsible, Markdown
 
-from tests.tui.conftest import set_sampling, start, wait_idle, wait_until
+from tests.tui.conftest import notices, set_sampling, start, wait_idle, wait_until
 from tui.protocol import ReplyDelta, ReplyFinished, TurnStarted, TurnView
 from tui.terminal_text import visible_controls
 from tui.widgets.message_view import MessageView
@@ -169,7 +169,7 @@ async def test_copy_a_focused_message(make_app, monkeypatch) -> None:
         await pilot.press("f8")  # copy the last reply from anywhere in the chat
         await pilot.pause(0.2)
         assert copied[-1] == app.worker.conversation.turns[0].reply
-        assert any("Copied" in n.message for n in app._notifications)
+        assert any("Copied" in n.message for n in notices(app))
 
 
 async def test_export_markdown_and_json(make_app, tmp_path: Path) -> None:
@@ -212,7 +212,7 @@ async def test_sending_while_generating_keeps_the_text(make_app) -> None:
         await wait_until(pilot, lambda: app.worker.busy)
         await pilot.press("p", "enter")
         assert app.chat_pane.prompt.text == "p"
-        assert any("Esc" in n.message for n in app._notifications)
+        assert any("Esc" in n.message for n in notices(app))
         await pilot.press("escape")
         await wait_idle(pilot, app)
 

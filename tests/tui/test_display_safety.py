@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Input, Select
 
 from engine.music.ports import PortInfo, PortListing
 from engine.state_stats import state_diff
-from tests.tui.conftest import start, wait_idle, wait_until
+from tests.tui.conftest import notices, start, wait_idle, wait_until
 from tests.tui.rendered import MARKUP, SEQUENCES, controls_in, screen_text
 from tui.music_protocol import MusicProgress, MusicStarted
 from tui.protocol import (
@@ -143,7 +143,7 @@ async def test_notifications_show_their_text_literally(make_app) -> None:
         outbox.put(TurnStarted(0, "hi", ""))
         outbox.put(ReplyFailed(0, "hi", "[@click=quit] failed"))
         app.chat_pane.notify("a pane's own: [b]x[/b]")  # widgets pass markup=True
-        await wait_until(pilot, lambda: len(app._notifications) >= 4, what="the notifications")
+        await wait_until(pilot, lambda: len(notices(app)) >= 4, what="the notifications")
         await pilot.pause(0.3)
         assert_literal(app, "/tmp/[x=: cannot read", *SHOWN[:2], "Not sent: [/] is not allowed here",
                        "[@click=quit] failed", "a pane's own: [b]x[/b]")

@@ -11,15 +11,11 @@ from textual.widgets import Input
 
 from engine.music.player import PlayerState
 from engine.music.ports import PortChoice, RecordingSink
-from tests.tui.conftest import start, wait_idle, wait_until
+from tests.tui.conftest import notice_texts, notices, start, wait_idle, wait_until
 from tui.screens.path_prompt import PathPrompt
 from tui.widgets.transport import Transport
 
 SIZE = (120, 36)
-
-
-def notifications(app) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 @pytest.fixture
@@ -122,7 +118,7 @@ async def test_export_writes_a_valid_mid_and_token_text(make_app, midi_checkpoin
         await open_music(pilot, app)
         pane = app.music_pane
         await pilot.press("ctrl+s")
-        assert any("Nothing to export" in m for m in notifications(app))
+        assert any("Nothing to export" in m for m in notice_texts(app))
         await pilot.press("g")
         await wait_piece(pilot, app)
         await pilot.press("ctrl+s")
@@ -130,7 +126,7 @@ async def test_export_writes_a_valid_mid_and_token_text(make_app, midi_checkpoin
         target = tmp_path / "piece.mid"
         app.screen.query_one("#path", Input).value = str(target)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: any("Saved" in m for m in notifications(app)), what="the export")
+        await wait_until(pilot, lambda: any("Saved" in m for m in notice_texts(app)), what="the export")
         mid = mido.MidiFile(target)
         ons = [m.note for m in mid if m.type == "note_on" and m.velocity > 0]
         assert ons == [e.note for e in pane.piece.events if e.is_on]
@@ -149,8 +145,8 @@ async def test_export_writes_a_valid_mid_and_token_text(make_app, midi_checkpoin
             await pilot.press("ctrl+s")
             app.screen.query_one("#path", Input).value = str(locked / "x.mid")
             await pilot.press("enter")
-            await wait_until(pilot, lambda: any("x.mid" in m for m in notifications(app)), what="the failure")
-            failure = next(m for m in notifications(app) if "x.mid" in m)
+            await wait_until(pilot, lambda: any("x.mid" in m for m in notice_texts(app)), what="the failure")
+            failure = next(m for m in notice_texts(app) if "x.mid" in m)
             assert "\n" not in failure
         finally:
             locked.chmod(0o700)
@@ -174,7 +170,7 @@ async def test_bad_settings_are_rejected_before_the_engine(make_app, midi_checkp
         await pane.run_action("generate")
         await pilot.pause(0.1)
         assert pane.run == before and not pane.generating
-        warning = next(m for m in notifications(app) if m.startswith("Not generating"))
+        warning = next(m for m in notice_texts(app) if m.startswith("Not generating"))
         assert "Temperature" in warning and "\n" not in warning
         pane.settings_panel.query_one("#field-continue_from", Input).value = "/nonexistent/x.mid"
         temperature.value = "0.9"
@@ -182,7 +178,7 @@ async def test_bad_settings_are_rejected_before_the_engine(make_app, midi_checkp
         assert pane.settings.temperature == 0.9
         await pane.run_action("generate")
         await pilot.pause(0.1)
-        assert pane.run == before and "no such file" in notifications(app)[-1]
+        assert pane.run == before and "no such file" in notice_texts(app)[-1]
 
 
 async def test_settings_and_port_persist_in_the_config_file(make_app, midi_checkpoint, music_config) -> None:
@@ -197,7 +193,7 @@ async def test_settings_and_port_persist_in_the_config_file(make_app, midi_check
         assert pane.player.tempo == 1.1 and pane.player.velocity_scale == pytest.approx(1.1)
         # Picking an output that cannot be opened: one line, remembered anyway (the synth may start later).
         pane.transport.post_message(Transport.PortChosen(pane.transport, PortChoice("NoSuchAPI", "rwkv-test")))
-        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in app._notifications), what="the notice")
+        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in notices(app)), what="the notice")
         assert pane.player.sink is None
         await pilot.pause(0.8)
     saved = json.loads(music_config.read_text())["music"]
@@ -215,18 +211,18 @@ async def test_a_missing_port_is_one_notification_and_generation_goes_on(
     app = make_app(music_model=str(midi_checkpoint))
     async with app.run_test(size=SIZE) as pilot:
         await open_music(pilot, app)
-        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in app._notifications), what="the port notice")
-        notice = next(n.message for n in app._notifications if n.title == "MIDI output")
+        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in notices(app)), what="the port notice")
+        notice = next(n.message for n in notices(app) if n.title == "MIDI output")
         assert "\n" not in notice and "silently" in notice
         pane = app.music_pane
         await pilot.press("g")
         await wait_piece(pilot, app)
         assert pane.roll.note_count == pane.piece.note_count > 0
-        silent = [n.message for n in app._notifications if n.message.startswith("No MIDI output")]
+        silent = [n.message for n in notices(app) if n.message.startswith("No MIDI output")]
         assert len(silent) == 1 and "\n" not in silent[0]
         await pilot.press("g")  # said once, not at every piece
         await wait_piece(pilot, app)
-        assert len([n for n in app._notifications if n.message.startswith("No MIDI output")]) == 1
+        assert len([n for n in notices(app) if n.message.startswith("No MIDI output")]) == 1
 
 
 async def test_a_port_that_vanishes_mid_piece_is_reported_and_writing_goes_on(
@@ -239,8 +235,8 @@ async def test_a_port_that_vanishes_mid_piece_is_reported_and_writing_goes_on(
         pane.player.set_sink(RecordingSink(fail_after=20))
         await pilot.press("g")
         await wait_piece(pilot, app)
-        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in app._notifications), what="the notice")
-        notice = next(n.message for n in app._notifications if n.title == "MIDI output")
+        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in notices(app)), what="the notice")
+        notice = next(n.message for n in notices(app) if n.title == "MIDI output")
         assert "disappeared" in notice and "\n" not in notice
         assert pane.piece.generated_tokens == 48 and pane.roll.note_count == pane.piece.note_count
 
@@ -354,7 +350,7 @@ async def test_a_damaged_music_section_is_one_warning_and_defaults(make_app, mid
     app = make_app(music_model=str(midi_checkpoint))
     async with app.run_test(size=SIZE) as pilot:
         await open_music(pilot, app)
-        warnings = [n for n in app._notifications if n.title == "Music settings"]
+        warnings = [n for n in notices(app) if n.title == "Music settings"]
         assert len(warnings) == 1 and "'settings' must be an object" in warnings[0].message
         assert "(+1 more)" in warnings[0].message and "\n" not in warnings[0].message
         pane = app.music_pane
@@ -387,7 +383,7 @@ async def test_music_keys_can_be_remapped_in_the_config_file(make_app, midi_chec
     async with app.run_test(size=SIZE) as pilot:
         await open_music(pilot, app)
         pane = app.music_pane
-        assert not [n for n in app._notifications if n.severity != "information"]
+        assert not [n for n in notices(app) if n.severity != "information"]
         assert "       n  Generate" in pane.text_view.lines  # the hint names the user's key
         await pilot.press("g")
         await pilot.pause(0.2)
@@ -412,7 +408,7 @@ async def test_ctrl_w_renders_the_piece_to_wav(make_app, midi_checkpoint, music_
         target = tmp_path / "piece.wav"
         app.screen.query_one("#path", Input).value = str(target)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: any(m.startswith("Rendered") for m in notifications(app)), 60, "the render")
+        await wait_until(pilot, lambda: any(m.startswith("Rendered") for m in notice_texts(app)), 60, "the render")
     import soundfile
 
     from engine.music.render import measure_lufs

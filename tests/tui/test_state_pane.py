@@ -16,7 +16,7 @@ from engine.session import autosave_path
 from engine.state import State
 from engine.state_stats import state_diff, state_stats
 from engine.time_state import Orientation, export_time_state, import_time_state
-from tests.tui.conftest import start, wait_idle, wait_until
+from tests.tui.conftest import notice_texts, start, wait_idle, wait_until
 from tui.messages import EngineRequest
 from tui.protocol import Send
 from tui.screens.path_prompt import PathPrompt
@@ -24,10 +24,6 @@ from tui.screens.resume_prompt import ResumePrompt
 from tui.screens.state_file_prompt import StateFilePrompt
 
 SIZE = (130, 42)
-
-
-def notifications(app) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 async def chat(pilot, app, *messages: str) -> None:
@@ -234,14 +230,14 @@ async def test_time_state_import_lands_and_bad_files_change_nothing(make_app, ti
                          ("l", foreign)):
             await pilot.press(key)
             await answer_prompt(pilot, app, bad)
-            await wait_until(pilot, lambda: any(bad.name in m for m in notifications(app)), what=f"{bad.name} refused")
-            message = next(m for m in notifications(app) if bad.name in m)
+            await wait_until(pilot, lambda: any(bad.name in m for m in notice_texts(app)), what=f"{bad.name} refused")
+            message = next(m for m in notice_texts(app) if bad.name in m)
             assert "\n" not in message and "Traceback" not in message
             assert app.worker.conversation is conversation and conversation.state is state
             assert conversation.turns == turns
         assert not marker.exists()
         assert len(app.chat_pane.views()) == 2
-        assert "from other weights" in next(m for m in notifications(app) if foreign.name in m)
+        assert "from other weights" in next(m for m in notice_texts(app) if foreign.name in m)
 
         # The user's call: a state from other weights loads when asked to.
         await pilot.press("l")
@@ -279,7 +275,7 @@ async def test_export_time_state_and_save_load_from_the_chat_pane(make_app, tiny
         await answer_prompt(pilot, app, exported, "transposed")
         await wait_until(pilot, lambda: exported.exists(), what="the export")
         assert torch.equal(import_time_state(exported, tiny_model, orientation="transposed").wkv, live.wkv)
-        assert any("token-shift vectors" in m for m in notifications(app))
+        assert any("token-shift vectors" in m for m in notice_texts(app))
 
         # Alt+S / Alt+L from the chat pane (the prompt has focus).
         await pilot.press("f2", "alt+s")
