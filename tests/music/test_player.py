@@ -130,7 +130,8 @@ def test_note_events_and_midi_files_become_timed_messages() -> None:
 # --------------------------------------------------------------------------- threaded player
 
 
-def wait_for(predicate, timeout: float = 5.0) -> None:
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    """Until ``predicate`` holds; the timeout only ends a hung test (a loaded machine is slow, not wrong)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -280,7 +281,7 @@ def test_a_port_that_vanishes_is_noticed_by_the_health_check() -> None:
         player.play()
         wait_for(lambda: any(m[0] == 0x97 for m in sink.messages()))
         sink.vanish = True
-        wait_for(lambda: bool(errors), timeout=3)
+        wait_for(lambda: bool(errors))
         assert player.status().state == PlayerState.PAUSED
 
 

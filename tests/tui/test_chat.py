@@ -225,7 +225,7 @@ async def test_the_list_follows_the_reply_unless_the_user_scrolled_up(make_app) 
         await pilot.press(*"talk a lot", "enter")
         messages = app.chat_pane.messages
         await wait_until(pilot, lambda: messages.max_scroll_y > 3, what="the reply to overflow the view")
-        await wait_until(pilot, lambda: messages.scroll_y >= messages.max_scroll_y - 1, 5, "pinned to the bottom")
+        await wait_until(pilot, lambda: messages.scroll_y >= messages.max_scroll_y - 1, what="pinned to the bottom")
         messages.scroll_home(animate=False)
         await pilot.pause(0.1)
         grown_from = messages.max_scroll_y
@@ -236,7 +236,7 @@ async def test_the_list_follows_the_reply_unless_the_user_scrolled_up(make_app) 
         grown_from = messages.max_scroll_y
         await wait_until(pilot, lambda: messages.max_scroll_y > grown_from + 2, what="more text")
         # Back at the bottom: following again.
-        await wait_until(pilot, lambda: messages.scroll_y >= messages.max_scroll_y - 1, 5, "following again")
+        await wait_until(pilot, lambda: messages.scroll_y >= messages.max_scroll_y - 1, what="following again")
         await pilot.press("escape")
         await wait_idle(pilot, app)
 

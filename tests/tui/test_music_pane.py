@@ -55,7 +55,7 @@ async def test_generate_fills_the_roll_and_the_token_text_and_plays(make_app, mi
         shown = " ".join(pane.text_view.lines).split()
         assert shown == piece.text.split()[:-1]  # all but the closing <end> the decoder adds
         # It was played live to the port: the notes of the piece, in order, from the player.
-        await wait_until(pilot, lambda: pane.player.status().state == PlayerState.ENDED, 15, "the end of playback")
+        await wait_until(pilot, lambda: pane.player.status().state == PlayerState.ENDED, what="the end of playback")
         await pilot.pause(0.2)
         assert pane.roll.playhead_ms == pytest.approx(piece.end_ms)  # the playhead followed to the end
         ons = [m[1] for m in sink.messages() if m[0] & 0xF0 == 0x90 and m[2] > 0]
@@ -408,7 +408,7 @@ async def test_ctrl_w_renders_the_piece_to_wav(make_app, midi_checkpoint, music_
         target = tmp_path / "piece.wav"
         app.screen.query_one("#path", Input).value = str(target)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: any(m.startswith("Rendered") for m in notice_texts(app)), 60, "the render")
+        await wait_until(pilot, lambda: any(m.startswith("Rendered") for m in notice_texts(app)), what="the render")
     import soundfile
 
     from engine.music.render import measure_lufs
