@@ -296,7 +296,9 @@ def resolve_model_path(text: str | os.PathLike[str]) -> Path:
     try:
         entry = load_catalog().find(str(text))
     except CatalogError:
-        entry = None
+        if "/" in str(text) or str(text).endswith(".pth"):
+            return path  # plainly a path: the loader's "no such file" is the useful error
+        raise
     if entry is None:
         return path
     if is_downloaded(entry):
