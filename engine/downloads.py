@@ -352,6 +352,8 @@ def _transfer(
     reason = ""
     report.start_transfer(offset)
     while offset < entry.size:
+        if stop():
+            raise _stopped(entry, offset)
         before = offset
         headers = {"Accept-Encoding": "identity"}
         if offset:
@@ -374,11 +376,7 @@ def _transfer(
                 # nothing that arrived, and a stop request is seen at once.
                 for chunk in response.iter_bytes():
                     if stop():
-                        raise DownloadStopped(
-                            f"download of {entry.name} stopped at {offset * 100 // entry.size} % "
-                            f"({human_bytes(offset)} of {human_bytes(entry.size)}); "
-                            f"`rwkv-tui models pull {entry.name}` resumes it"
-                        )
+                        raise _stopped(entry, offset)
                     if offset + len(chunk) > entry.size:
                         handle.truncate(0)
                         raise DownloadError(
@@ -413,6 +411,13 @@ def _transfer(
         if failures:
             _wait(RETRY_DELAYS[failures - 1], stop)
     return hasher
+
+
+def _stopped(entry: CatalogEntry, offset: int) -> DownloadStopped:
+    return DownloadStopped(
+        f"download of {entry.name} stopped at {offset * 100 // entry.size} % "
+        f"({human_bytes(offset)} of {human_bytes(entry.size)}); `rwkv-tui models pull {entry.name}` resumes it"
+    )
 
 
 def _verify(

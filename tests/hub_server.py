@@ -48,6 +48,9 @@ class Behaviour:
     head_size: int | None = None
     #: Answer every request with this status.
     status: int | None = None
+    #: Send this many body bytes, then wait for ``gate`` before the rest (a download in progress).
+    pause_after: int | None = None
+    gate: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -141,6 +144,11 @@ def _handler(state: HubState, cdn: bool) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if head:
                 return
+            if b.pause_after is not None and not b.gate.is_set() and b.pause_after < len(body):
+                self.wfile.write(body[:b.pause_after])
+                self.wfile.flush()
+                b.gate.wait(timeout=120)  # only a hung test waits this long
+                body = body[b.pause_after:]
             cut = self._drop_point(len(body))
             if cut is None:
                 self.wfile.write(body)
@@ -251,7 +259,10 @@ def model_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Model
         monkeypatch.setenv("RWKV_TUI_CATALOG", str(hub.catalog_path))
         monkeypatch.setenv("RWKV_TUI_MODELS_DIR", str(hub.models_dir))
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        yield hub
+        try:
+            yield hub
+        finally:
+            hub.state.behaviour.gate.set()  # no server thread left waiting
 
 
 def tiny_checkpoint_bytes(tmp_path: Path, seed: int = 0, vocab: int = 256) -> bytes:
