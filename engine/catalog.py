@@ -131,14 +131,14 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     """Read and check the catalog (cached per file and modification time)."""
     path = Path(path) if path is not None else catalog_path()
     try:
-        stamp = path.stat().st_mtime_ns
+        stat = path.stat()
     except OSError as exc:
         raise CatalogError(f"model catalog {path}: {exc.strerror or exc}") from None
-    return _load(str(path), stamp)
+    return _load(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=8)
-def _load(path: str, _stamp: int) -> Catalog:
+def _load(path: str, _mtime: int, _size: int) -> Catalog:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -153,7 +153,7 @@ def parse_catalog(data: object, path: Path) -> Catalog:
     where = f"model catalog {path}"
     if not isinstance(data, dict):
         raise CatalogError(f"{where}: expected a JSON object at the top")
-    if data.get("format") != CATALOG_FORMAT:
+    if type(data.get("format")) is not int or data.get("format") != CATALOG_FORMAT:
         raise CatalogError(f"{where}: unsupported format {data.get('format')!r} (this version reads {CATALOG_FORMAT})")
     models = data.get("models")
     if not isinstance(models, list):

@@ -59,10 +59,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
         show=False, palette=False, priority=True,
     ),
     ActionSpec("app.load_model", "ctrl+o", "load_model", "Load model",
-                 "Pick a model: downloaded, from the catalog (downloads it) or a .pth file", "app"),
+                 "Open the model picker (catalog, downloads, files)", "app"),
     ActionSpec(
         "app.load_music_model", "ctrl+shift+o", "load_music_model", "Load music model",
-        "Pick a model; a file chosen by path loads as the music model (ABC or MIDI tokens)", "app", show=False,
+        "Model picker; a .pth chosen by path loads as music", "app", show=False,
     ),
     ActionSpec("app.theme", "f9", "change_theme", "Theme", "Pick a colour theme (saved for next time)", "app", show=False),
     ActionSpec("app.quit", "ctrl+q", "quit", "Quit", "Quit rwkv-tui", "app", priority=True),

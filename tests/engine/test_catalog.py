@@ -127,3 +127,21 @@ def test_memory_budget_follows_the_apps_device_and_dtype_choice() -> None:
     assert (cpu.kind, cpu.device, cpu.dtype) == ("RAM", "cpu", "bf16")
     assert cpu.total > 0 and 0 < cpu.available <= cpu.total
     assert memory_budget("cpu", "fp32").dtype == "fp32"
+
+
+def test_memory_budget_is_vram_in_fp16_when_the_app_would_use_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU is needed to check the rule: torch's answers are stood in for."""
+    import torch
+
+    import engine.fit as fit
+
+    monkeypatch.setattr(fit, "_cuda_usable", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index=0: (30 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Stand-in GPU")
+
+    gpu = memory_budget("auto")
+    assert (gpu.kind, gpu.device, gpu.dtype, gpu.total, gpu.available, gpu.name) == (
+        "VRAM", "cuda", "fp16", 80 << 30, 30 << 30, "Stand-in GPU")
+    assert memory_budget("auto", "bf16").dtype == "bf16"
+    assert memory_budget("cpu").kind == "RAM"  # --device cpu: RAM even with a GPU
