@@ -176,3 +176,31 @@ async def test_x_stops_a_download_which_resumes_later_and_s_switches_the_source(
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.query_one(ModelBar).chat.name == "tiny-two", what="tiny-two to load")
         assert model_hub.state.transfers()[-1].range == f"bytes={kept}-"
+
+
+async def test_state_argument_takes_a_catalog_state_name(
+    make_app, model_hub: ModelHub, tmp_path: Path, tiny_checkpoint: Path,
+) -> None:
+    """Official state-tuning files listed in a catalog are pulled like models and named by --state."""
+    from engine import load_model
+    from engine.catalog import load_catalog
+    from engine.downloads import pull
+    from engine.state_io import save_state
+
+    model = load_model(tiny_checkpoint, device="cpu", dtype="fp32")
+    _, state = model.forward([72, 105, 33])
+    state_file = save_state(tmp_path / "primed.state.safetensors", state, model)
+    model_hub.publish("tiny-chat", tiny_checkpoint.read_bytes())
+    model_hub.publish("tiny-primed", state_file.read_bytes(), kind="state", file="tiny-primed.state.safetensors")
+    model_hub.entries[-1]["for_model"] = "tiny-chat"
+    model_hub.write_catalog()
+    pull(load_catalog().get("tiny-primed"))
+
+    app = make_app(state="tiny-primed")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await start(pilot, app)
+        await wait_until(pilot, lambda: app.worker.conversation is not None)
+        assert app.worker.conversation.state.tokens_seen == 3
+        assert not [n for n in app._notifications if n.severity == "error"]
+        picker = await open_picker(pilot, app)
+        assert "model:tiny-primed" not in option_ids(picker)  # states are not models to load
