@@ -97,3 +97,10 @@ def test_model_argument_takes_a_catalog_name(published: ModelHub, capsys: pytest
     capsys.readouterr()
     assert main(generate) == 0
     assert capsys.readouterr().out.endswith("\n")
+
+
+def test_music_model_argument_takes_a_catalog_name(model_hub: ModelHub, capsys: pytest.CaptureFixture[str]) -> None:
+    model_hub.publish("tiny-ABC-tunes", b"\0" * 64, kind="music")
+    assert main(["music", "generate", "--model", "tiny-ABC-tunes", "--mode", "abc", "--quiet"]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "tiny-ABC-tunes is not downloaded yet: run `rwkv-tui models pull tiny-ABC-tunes`")
