@@ -205,11 +205,18 @@ def _locked_partial(entry: CatalogEntry, directory: Path) -> Iterator[BinaryIO]:
     """The partial file, opened for appending and locked against a second pull of the same model."""
     path = partial_path(entry, directory)
     handle = open(path, "a+b")  # noqa: SIM115 (closed below, after the rename)
+    locked = False
     try:
-        if not _try_lock(handle):
+        locked = _try_lock(handle)
+        if not locked:
             raise DownloadError(f"{entry.name} is already being downloaded (by another rwkv-tui?)")
         yield handle
     finally:
+        try:
+            if locked and path.exists() and handle.seek(0, os.SEEK_END) == 0:
+                path.unlink()  # nothing arrived (not found, no network): leave no litter
+        except (OSError, ValueError):
+            pass
         handle.close()
 
 

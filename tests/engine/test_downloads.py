@@ -202,6 +202,7 @@ def test_missing_file_is_a_404_line(model_hub: ModelHub, payload: bytes) -> None
     message = str(caught.value)
     assert message.startswith("tiny.pth is not on 127.0.0.1:") and "(HTTP 404)" in message
     assert "\n" not in message
+    assert list(model_hub.models_dir.iterdir()) == []  # no empty partial file left behind
 
 
 def test_busy_server_is_retried_then_one_line(
@@ -235,6 +236,7 @@ def test_no_network_is_one_line(model_hub: ModelHub, payload: bytes, monkeypatch
     message = str(caught.value)
     assert message.startswith("cannot reach 127.0.0.1:") and "check the network" in message
     assert "\n" not in message
+    assert list(model_hub.models_dir.iterdir()) == []
 
 
 def test_disk_full_keeps_what_arrived_and_resumes(
