@@ -48,3 +48,7 @@ def test_wheel_has_every_python_package(wheel_names: set[str]) -> None:
         relative = init.relative_to(ROOT).as_posix()
         if relative.startswith(("engine/", "tui/")):
             assert relative in wheel_names, f"{relative} missing: add the package to pyproject.toml"
+
+
+def test_wheel_has_the_model_catalog(wheel_names: set[str]) -> None:
+    assert "engine/catalog.json" in wheel_names

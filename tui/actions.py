@@ -58,10 +58,11 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "app.command_palette", "ctrl+p", "command_palette", "Palette", "Open the command palette", "app",
         show=False, palette=False, priority=True,
     ),
-    ActionSpec("app.load_model", "ctrl+o", "load_model", "Load model", "Load a chat model from a .pth file", "app"),
+    ActionSpec("app.load_model", "ctrl+o", "load_model", "Load model",
+                 "Open the model picker (catalog, downloads, files)", "app"),
     ActionSpec(
         "app.load_music_model", "ctrl+shift+o", "load_music_model", "Load music model",
-        "Load a music model (ABC or MIDI tokens) from a .pth file", "app", show=False,
+        "Model picker; a .pth chosen by path loads as music", "app", show=False,
     ),
     ActionSpec("app.theme", "f9", "change_theme", "Theme", "Pick a colour theme (saved for next time)", "app", show=False),
     ActionSpec("app.quit", "ctrl+q", "quit", "Quit", "Quit rwkv-tui", "app", priority=True),

@@ -44,6 +44,7 @@ from tui.protocol import (
 from tui.protocol import AutosaveSession, BranchesInfo, InspectorUpdate, ResumeSession, SessionAvailable, StateDiffReady
 from tui.safe_text import plain_content
 from tui.screens.help import HelpScreen
+from tui.screens.model_picker import ModelChoice, ModelPicker
 from tui.screens.path_prompt import PathPrompt
 from tui.screens.resume_prompt import ResumePrompt
 from tui.terminal_text import visible_controls
@@ -485,14 +486,21 @@ class RwkvApp(App[int]):
             note = "Loading a new chat model starts a new conversation (export this one first: Ctrl+S)."
         start = str(Path.cwd()) + "/"
 
-        def chosen(path: str | None) -> None:
+        def chosen(path: str | None, role: Role = role) -> None:
             if path:
                 if role == "chat" and self.chat_pane.generating:
                     self.worker.stop()
                 self._load(role, path)
 
         title = "Load a chat model (.pth)" if role == "chat" else "Load a music model (.pth, ABC or MIDI tokens)"
-        self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth",), note=note), chosen)
+
+        def picked(choice: ModelChoice | None) -> None:
+            if choice is not None and choice.path is None:  # "a file…"
+                self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth",), note=note), chosen)
+            elif choice is not None:
+                chosen(choice.path, choice.role)
+
+        self.push_screen(ModelPicker(role, device=self.options.device, dtype=self.options.dtype, note=note), picked)
 
     # ------------------------------------------------------------------ notifications
 

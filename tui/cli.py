@@ -37,7 +37,8 @@ def build_parser(commands: Sequence[ModuleType]) -> argparse.ArgumentParser:
         description="Chat, make music and inspect the RNN state of RWKV-7 models in your terminal.",
     )
     add_model_arguments(parser)
-    parser.add_argument("--music-model", metavar="PATH", help="RWKV-7 music model (ABC or MIDI tokens)")
+    parser.add_argument("--music-model", metavar="NAME|PATH",
+                        help="RWKV-7 music model (ABC or MIDI tokens): a .pth file or a catalog name (models list)")
     parser.add_argument("--state", metavar="FILE",
                         help="start the chat from a state file, a session file (its transcript too) or a "
                              "state-tuning time_state .pth")
@@ -55,7 +56,9 @@ def build_parser(commands: Sequence[ModuleType]) -> argparse.ArgumentParser:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--device/--dtype/--tokenizer, shared by the app and the subcommands."""
-    parser.add_argument("--model", metavar="PATH", help="RWKV-7 .pth checkpoint (default: built-in demo model)")
+    parser.add_argument("--model", metavar="NAME|PATH",
+                        help="RWKV-7 .pth checkpoint or a downloaded catalog name, e.g. g1-1.5b "
+                             "(`rwkv-tui models list`; default: built-in demo model)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", default=None, help="weight dtype: fp32, bf16 or fp16 (default: bf16 on CPU, fp16 on GPU)")
     parser.add_argument("--tokenizer", default=None, help="world, midi, abc or bytes (default: detected)")

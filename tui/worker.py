@@ -24,6 +24,7 @@ import engine
 from engine import Conversation, EngineError, Generation, Model, ThinkMode, Tokenizer
 from engine.atomic import atomic_write_text
 from engine.chat import clean_message
+from engine.catalog import resolve_model_path
 from engine.demo_models import demo_model_path
 from engine.errors import StateModelMismatchError
 from tui.failures import report_failure
@@ -202,7 +203,7 @@ class EngineWorker:
             if demo:
                 path = self._demo_path(command.demo_kinds)
             else:
-                path = Path(command.path).expanduser()  # type: ignore[arg-type]
+                path = resolve_model_path(command.path)  # type: ignore[arg-type]
             model = self._load_with_progress(command.role, path, command.device, command.dtype)
             tokenizer = engine.tokenizer_for_model(model, command.tokenizer)
         except EngineError as exc:
@@ -288,7 +289,7 @@ class EngineWorker:
         time_state file read in ``orientation``, checked against the model by the engine."""
         from engine.session import load_start_state
 
-        return load_start_state(Path(path).expanduser(), model, orientation=orientation,
+        return load_start_state(resolve_model_path(path), model, orientation=orientation,
                                 allow_other_model=allow_other_model)
 
     def _save_state(self, command: SaveState) -> None:

@@ -9,6 +9,7 @@ from textual.widgets import Button, DataTable, Input, TabbedContent
 
 from tests.tui.conftest import notice_texts, notices, start, wait_idle, wait_until
 from tui.screens.help import HelpScreen
+from tui.screens.model_picker import ModelPicker
 from tui.screens.path_prompt import PathPrompt
 
 
@@ -28,7 +29,7 @@ async def test_a_bad_model_file_is_one_notification_and_the_app_goes_on(make_app
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await start(pilot, app)
-        await pilot.press("ctrl+o")
+        await pilot.press("ctrl+o", "end", "enter")  # the model picker's last entry: "a file…"
         assert isinstance(app.screen, PathPrompt)
         app.screen.query_one("#path", Input).value = str(bad)
         await pilot.press("enter")
@@ -46,7 +47,7 @@ async def test_the_open_dialog_refuses_a_missing_file(make_app, tmp_path: Path) 
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await start(pilot, app)
-        await pilot.press("ctrl+o")
+        await pilot.press("ctrl+o", "end", "enter")  # the model picker's last entry: "a file…"
         app.screen.query_one("#path", Input).value = str(tmp_path / "nope.pth")
         await pilot.press("enter")
         assert isinstance(app.screen, PathPrompt)  # stays open, says why
@@ -75,6 +76,8 @@ async def test_missing_demo_models_give_one_notification_and_a_usable_app(
         await pilot.press(*"Load model")
         await pilot.pause(0.5)
         await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker))
+        await pilot.press("end", "enter")  # the model picker's last entry: "a file…"
         await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt))
         app.screen.query_one("#path", Input).value = str(tiny_checkpoint)
         await pilot.press("enter")

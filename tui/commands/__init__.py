@@ -8,4 +8,5 @@ COMMAND_MODULES = (
     "tui.commands.generate",
     "tui.commands.music",
     "tui.commands.state",
+    "tui.commands.models",
 )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 
 from engine import Model, SamplingParams, Tokenizer, load_model, tokenizer_for_model
+from engine.catalog import resolve_model_path
 from engine.demo_models import demo_model_path
 
 
 def load_model_from_args(args: argparse.Namespace, default_kind: str = "chat") -> tuple[Model, Tokenizer]:
-    """The model named by --model (or the built-in demo of ``default_kind``) and its tokenizer."""
-    path = args.model or demo_model_path(default_kind)
+    """The model named by --model, a path or a catalog name (or the built-in demo of
+    ``default_kind``), and its tokenizer."""
+    path = resolve_model_path(args.model) if args.model else demo_model_path(default_kind)
     model = load_model(path, device=args.device, dtype=args.dtype)
     return model, tokenizer_for_model(model, args.tokenizer)
 

@@ -223,9 +223,10 @@ def _default_base(mode: str) -> str:
 
 def _load_music_model(args: argparse.Namespace):  # noqa: ANN202
     from engine import load_model
+    from engine.catalog import resolve_model_path
     from engine.demo_models import demo_model_path
 
-    path = args.model or demo_model_path(args.mode)
+    path = resolve_model_path(args.model) if args.model else demo_model_path(args.mode)
     return load_model(path, device=args.device, dtype=args.dtype)
 
 

@@ -8,16 +8,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.units import human_bytes  # noqa: F401  (re-exported for the panes)
 from tui.protocol import Stats
-
-
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
 
 
 class StatusLine(Static):
