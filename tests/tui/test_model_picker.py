@@ -11,14 +11,14 @@ from pathlib import Path
 from textual.widgets import OptionList
 
 from tests.hub_server import ModelHub, model_hub, tiny_checkpoint_bytes  # noqa: F401
-from tests.tui.conftest import start, wait_idle, wait_until
+from tests.tui.conftest import notice_texts, notices, start, wait_idle, wait_until
 from tui.screens.model_picker import DownloadBar, ModelDownloads, ModelPicker
 from tui.screens.path_prompt import PathPrompt
 from tui.widgets.model_bar import ModelBar
 
 
-def notifications(app) -> list[str]:  # noqa: ANN001
-    return [n.message for n in app._notifications]
+def notice_texts(app) -> list[str]:  # noqa: ANN001
+    return [n.message for n in notices(app)]
 
 
 async def open_picker(pilot, app) -> ModelPicker:  # noqa: ANN001
@@ -64,7 +64,7 @@ async def test_download_runs_beside_the_chat_then_the_model_loads(
 
         model_hub.state.behaviour.gate.set()
         await wait_until(pilot, lambda: not downloads.jobs, what="the download to finish")
-        assert any("tiny-two is downloaded and verified" in m for m in notifications(app))
+        assert any("tiny-two is downloaded and verified" in m for m in notice_texts(app))
         await wait_until(pilot, lambda: not bar.has_class("-active"))
         assert (model_hub.models_dir / "tiny-two.pth").read_bytes() == data
         assert app.query_one(ModelBar).chat.name != "tiny-two"  # the dialog was closed: not loaded unasked
@@ -109,8 +109,8 @@ async def test_failed_download_is_one_line_and_the_current_model_stays(
         before = app.query_one(ModelBar).chat
         await open_picker(pilot, app)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: any("arrived damaged" in m for m in notifications(app)))
-        message = next(m for m in notifications(app) if "arrived damaged" in m)
+        await wait_until(pilot, lambda: any("arrived damaged" in m for m in notice_texts(app)))
+        message = next(m for m in notice_texts(app) if "arrived damaged" in m)
         assert "\n" not in message
         assert app.query_one(ModelBar).chat == before
         assert not (model_hub.models_dir / "tiny-two.pth").exists()
@@ -136,9 +136,9 @@ async def test_model_argument_takes_a_catalog_name_in_the_app(
     model_hub.publish("tiny-two", tiny_checkpoint_bytes(tmp_path, seed=3), aliases=("t2",))
     app = make_app(model="t2")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: any("not downloaded yet" in m for m in notifications(app)))
+        await wait_until(pilot, lambda: any("not downloaded yet" in m for m in notice_texts(app)))
         assert any("tiny-two is not downloaded yet: run `rwkv-tui models pull tiny-two`" in m
-                   for m in notifications(app))
+                   for m in notice_texts(app))
 
     pull(load_catalog().get("t2"))
     app = make_app(model="t2")
@@ -166,7 +166,7 @@ async def test_x_stops_a_download_which_resumes_later_and_s_switches_the_source(
         await pilot.press("x")
         model_hub.state.behaviour.gate.set()  # the server may go on; the client has stopped reading
         await wait_until(pilot, lambda: any("`rwkv-tui models pull tiny-two` resumes it" in m
-                                            for m in notifications(app)), what="the stop notice")
+                                            for m in notice_texts(app)), what="the stop notice")
         assert not (model_hub.models_dir / "tiny-two.pth").exists()
         kept = (model_hub.models_dir / "tiny-two.pth.partial").stat().st_size
         assert kept >= len(data) // 2
@@ -201,6 +201,6 @@ async def test_state_argument_takes_a_catalog_state_name(
         await start(pilot, app)
         await wait_until(pilot, lambda: app.worker.conversation is not None)
         assert app.worker.conversation.state.tokens_seen == 3
-        assert not [n for n in app._notifications if n.severity == "error"]
+        assert not [n for n in notices(app) if n.severity == "error"]
         picker = await open_picker(pilot, app)
         assert "model:tiny-primed" not in option_ids(picker)  # states are not models to load
