@@ -41,7 +41,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from engine.atomic import atomic_write_bytes
-from engine.errors import StateError, StateModelMismatchError
+from engine.errors import StateError, StateModelMismatchError, first_line
+from engine.formats import DESCRIPTIONS, MAX_HEADER_BYTES, sniff
 from engine.state import State
 
 FORMAT = "rwkv-tui-state"
@@ -51,8 +52,6 @@ SUFFIX = ".state.safetensors"
 WKV_LAYOUT = "head,value,key"
 KINDS = ("state", "session")
 
-#: A header larger than this is not ours (a long transcript is a few MB at most).
-MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: Plausibility bounds, so a hostile header cannot make us compute absurd sizes.
 _MAX_DIM = {"n_layer": 4096, "n_embd": 1 << 20, "n_head": 1 << 16, "head_size": 4096}
 _MAX_VOCAB = 1 << 24
@@ -262,19 +261,20 @@ def read_state_info(path: str | Path) -> StateFileInfo:
 
 
 def is_state_file(path: str | Path) -> bool:
-    """Whether ``path`` claims to be an rwkv-tui state file (by its first bytes and header).
+    """Whether ``path`` claims to be an rwkv-tui state file (by its header).
 
     False for PyTorch archives, pickles and safetensors files of other kinds (e.g. state-tuning
-    files); StateError for a missing file or one too damaged to tell.
+    files); StateError (and nothing else) for a missing or unreadable file, or one too damaged
+    to tell.
     """
     path = Path(path).expanduser()
-    if path.is_file():
-        with path.open("rb") as handle:
-            head = handle.read(8)
-        if len(head) == 8 and _foreign_format(head):
+    _check_is_file(path)
+    sniffed = sniff(path, StateError, "an rwkv-tui state file")
+    if sniffed.header is None:
+        if sniffed.kind is not None:
             return False
-    header, _, _ = _read_header(path)
-    meta = header.get("__metadata__")
+        raise StateError(f"{path}: {sniffed.problem}")
+    meta = sniffed.header.get("__metadata__")
     return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
@@ -315,7 +315,7 @@ def load_state_file(
     try:
         tensors = safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise StateError(f"{path}: corrupt safetensors data ({_first_line(exc)})") from None
+        raise StateError(f"{path}: corrupt safetensors data ({first_line(exc)})") from None
 
     def state_from(prefix: str) -> State:
         parts = {}
@@ -390,54 +390,28 @@ def check_fits(info: StateFileInfo, model: Any, *, allow_other_model: bool = Fal
 
 def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
     """The parsed JSON header, its length and the file size, with every cheap sanity check."""
+    _check_is_file(path)
+    sniffed = sniff(path, StateError, "an rwkv-tui state file")
+    if sniffed.header is None:
+        if sniffed.kind is not None:
+            raise StateError(f"{path}: {_FOREIGN[sniffed.kind]}, not an rwkv-tui state file")
+        raise StateError(f"{path}: {sniffed.problem}")
+    return sniffed.header, sniffed.header_length, sniffed.size
+
+
+def _check_is_file(path: Path) -> None:
     if not path.exists():
         raise StateError(f"{path}: no such file")
     if path.is_dir():
         raise StateError(f"{path}: is a directory, not a state file")
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                raise StateError(f"{path}: too short to be a state file ({size} bytes)")
-            kind = _foreign_format(head)
-            if kind:
-                raise StateError(f"{path}: {kind}, not an rwkv-tui state file")
-            header_len = int.from_bytes(head, "little")
-            if header_len > MAX_HEADER_BYTES:
-                raise StateError(
-                    f"{path}: not an rwkv-tui state file (header length field says "
-                    f"{header_len} bytes; corrupt or another format)"
-                )
-            if 8 + header_len > size:
-                raise StateError(
-                    f"{path}: truncated: the header needs {8 + header_len} bytes, the file has {size}"
-                )
-            raw = handle.read(header_len)
-    except OSError as exc:
-        raise StateError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not raw.lstrip(b" ").startswith(b"{"):
-        raise StateError(f"{path}: not an rwkv-tui state file (no safetensors header)")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise StateError(f"{path}: corrupt header ({_first_line(exc)})") from None
-    if not isinstance(header, dict):
-        raise StateError(f"{path}: corrupt header (not a JSON object)")
-    return header, header_len, size
 
 
-def _foreign_format(head: bytes) -> str | None:
-    """Name formats we recognise by their first bytes, so the refusal says what the file is."""
-    if head.startswith(b"PK\x03\x04"):
-        return "a PyTorch .pth archive (import state-tuning files with `rwkv-tui state convert`)"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle (refused: pickles can carry code)"
-    if head.startswith(b"\x93NUMPY"):
-        return "a NumPy array file"
-    if head.startswith(b"GGUF") or head.startswith(b"ggml") or head.startswith(b"lmgg"):
-        return "a GGUF/GGML model file"
-    return None
+#: How a file of another format is described when it is given as a state file.
+_FOREIGN = {
+    **DESCRIPTIONS,
+    "zip": "a PyTorch .pth archive (import state-tuning files with `rwkv-tui state convert`)",
+    "pickle": "a Python pickle (refused: pickles can carry code)",
+}
 
 
 def _info_from_header(path: Path, header: dict[str, Any], header_len: int, size: int) -> StateFileInfo:
@@ -604,7 +578,3 @@ def _transcript_from(path: Path, header: dict[str, Any]) -> dict[str, Any] | Non
         raise StateError(f"{path}: the stored transcript is not a JSON object")
     return transcript
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
