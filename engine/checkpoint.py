@@ -14,7 +14,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -201,7 +201,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoi
             layer_keys.setdefault(int(match.group(1)), set()).add(match.group(2))
         elif key not in _GLOBAL_SHAPES:
             raise CheckpointError(f"{source}: unexpected tensor {key[:120]} (not part of an x070 model)")
-    n_layer = _count_layers(layer_keys, source)
+    n_layer = count_layers(layer_keys, source)
 
     vocab, n_embd = _shape_of(state_dict, "emb.weight", 2, source)
     n_head, head_size = _shape_of(state_dict, "blocks.0.att.r_k", 2, source)
@@ -259,15 +259,17 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoi
     )
 
 
-def _count_layers(layer_keys: Mapping[int, set[str]], source: str) -> int:
+def count_layers(
+    numbers: Iterable[int], source: str, error: Callable[[str], Exception] = CheckpointError, where: str = "",
+) -> int:
     """The number of layers, which must be numbered 0..n-1 with none missing.
 
     Bounded by the layers actually present: a single key ``blocks.9999999.…`` costs nothing
     and is reported with the first few missing numbers, not all ten million of them.
     """
-    if not layer_keys:
-        raise CheckpointError(f"{source}: missing tensor blocks.0.ln1.weight (the file has no layers)")
-    present = sorted(layer_keys)
+    present = sorted(set(numbers))
+    if not present:
+        raise error(f"{source}: no layers{where}")
     count, highest = len(present), present[-1]
     if highest == count - 1:
         return count
@@ -282,8 +284,8 @@ def _count_layers(layer_keys: Mapping[int, set[str]], source: str) -> int:
             break
     more = ", …" if highest + 1 - count > len(missing) else ""
     listed = ", ".join(str(n) for n in missing)
-    raise CheckpointError(
-        f"{source}: layers [{listed}{more}] are missing "
+    raise error(
+        f"{source}: layers [{listed}{more}] are missing{where} "
         f"({count} layer{'s' if count != 1 else ''} present, numbered up to {highest})"
     )
 

@@ -25,7 +25,11 @@ name                   shape / dtype                   meaning
 state is not bound to particular weights, e.g. converted from a state-tuning file),
 ``model_name``, ``n_layer``, ``n_embd``, ``n_head``, ``head_size``, ``vocab``, ``dtype``,
 ``wkv_layout``, ``tokens_seen``, ``created`` (ISO 8601, UTC), ``app_version``, ``meta``
-(JSON object) and, optionally, ``transcript`` (JSON object).
+(JSON object), optionally ``transcript`` (JSON object), and since this version
+``fingerprint_scheme`` (which ``engine.checkpoint`` fingerprint the file records: 2; files without
+it have the earlier scheme 1) and ``checksum`` (``crc32:`` and 8 hex digits over every tensor's
+name and bytes, in name order, then the transcript's UTF-8 text), so a flipped bit is refused
+instead of continuing a conversation from damaged numbers. Files without a checksum still load.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +45,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from engine.atomic import atomic_write_bytes
+from engine.atomic import PRIVATE, atomic_write_bytes
 from engine.errors import StateError, StateModelMismatchError, first_line
 from engine.formats import DESCRIPTIONS, MAX_HEADER_BYTES, sniff
 from engine.state import State
@@ -51,6 +56,10 @@ FORMAT_VERSION = 1
 SUFFIX = ".state.safetensors"
 WKV_LAYOUT = "head,value,key"
 KINDS = ("state", "session")
+#: The fingerprint scheme new files record: 2 is ``checkpoint.fingerprint`` (a sample of every
+#: tensor); 1, implied by files without the field, is ``checkpoint.legacy_fingerprint``.
+FINGERPRINT_SCHEME = 2
+_CHECKSUM = re.compile(r"crc32:[0-9a-f]{8}")
 
 #: Plausibility bounds, so a hostile header cannot make us compute absurd sizes.
 _MAX_DIM = {"n_layer": 4096, "n_embd": 1 << 20, "n_head": 1 << 16, "head_size": 4096}
@@ -97,6 +106,10 @@ class StateFileInfo:
     has_transcript: bool
     #: Indices of the conversation snapshots stored in a session file.
     snapshots: tuple[int, ...] = ()
+    #: Which fingerprint the file records (see FINGERPRINT_SCHEME).
+    fingerprint_scheme: int = FINGERPRINT_SCHEME
+    #: ``crc32:…`` of the tensor data and transcript; "" in files of earlier versions.
+    checksum: str = ""
 
     @property
     def state_bytes(self) -> int:
@@ -202,8 +215,11 @@ def save_state(
         "app_version": app_version(),
         "meta": json.dumps({str(k): str(v) for k, v in state.meta.items()}, ensure_ascii=False),
     }
+    if metadata["fingerprint"]:
+        metadata["fingerprint_scheme"] = str(getattr(info, "fingerprint_scheme", FINGERPRINT_SCHEME))
     if transcript is not None:
         metadata["transcript"] = json.dumps(transcript, ensure_ascii=False)
+    metadata["checksum"] = _checksum(tensors, metadata.get("transcript"))
 
     from safetensors.torch import save as safetensors_save
 
@@ -214,7 +230,21 @@ def save_state(
             f"cannot save {path}: the transcript is too large for a state file "
             f"({header_len >> 20} MB of metadata, limit {MAX_HEADER_BYTES >> 20} MB)"
         )
-    return atomic_write_bytes(path, data, StateError)
+    # Private like the conversation it may hold: a new file is readable by the user alone.
+    return atomic_write_bytes(path, data, StateError, new_file_mode=PRIVATE)
+
+
+def _checksum(tensors: Mapping[str, torch.Tensor], transcript: str | None) -> str:
+    """CRC-32 over every tensor's name and bytes (in name order), then the transcript: it
+    catches any flipped bit, costs about 0.4 s per GB, and does not depend on the file layout."""
+    crc = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().reshape(-1)
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(memoryview(tensor.view(torch.uint8).numpy()), crc)
+    if transcript is not None:
+        crc = zlib.crc32(transcript.encode("utf-8"), crc)
+    return f"crc32:{crc:08x}"
 
 
 def _state_tensors(state: State, store: torch.dtype, path: Path) -> dict[str, torch.Tensor]:
@@ -316,6 +346,12 @@ def load_state_file(
         tensors = safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise StateError(f"{path}: corrupt safetensors data ({first_line(exc)})") from None
+    if info.checksum:
+        found = _checksum(tensors, header["__metadata__"].get("transcript"))
+        if found != info.checksum:
+            raise StateError(
+                f"{path}: damaged: the data does not match its checksum ({info.checksum}, found {found})"
+            )
 
     def state_from(prefix: str) -> State:
         parts = {}
@@ -378,14 +414,33 @@ def check_fits(info: StateFileInfo, model: Any, *, allow_other_model: bool = Fal
             f"{info.path}: state was saved with a {info.vocab}-token vocabulary; "
             f"{model_info.name} has {model_info.vocab}"
         )
-    if info.fingerprint and info.fingerprint != model_info.fingerprint and not allow_other_model:
+    if info.fingerprint and not allow_other_model and not same_weights(info, model_info):
         source = f" ({info.model_name})" if info.model_name else ""
+        if info.fingerprint_scheme < FINGERPRINT_SCHEME:
+            model_print = getattr(model_info, "legacy_fingerprint", "") or model_info.fingerprint
+            older = " by an older rwkv-tui, whose fingerprint"
+            raise StateModelMismatchError(
+                f"{info.path}: saved{older} {info.fingerprint} says other weights{source}; "
+                f"{model_info.name} is {model_print} by that scheme",
+                info.fingerprint, model_print,
+            )
         raise StateModelMismatchError(
             f"{info.path}: saved from other weights{source}, fingerprint {info.fingerprint}; "
-            f"{model_info.name} is {model_info.fingerprint} (load anyway with allow_other_model / "
-            "--allow-other-model)",
+            f"{model_info.name} is {model_info.fingerprint}",
             info.fingerprint, model_info.fingerprint,
         )
+
+
+def same_weights(info: StateFileInfo, model: Any) -> bool:
+    """Whether the file was saved from ``model``'s weights, by the fingerprint scheme it records.
+
+    Files of earlier versions (scheme 1) are compared with the model's legacy fingerprint, so
+    they keep loading; that scheme cannot tell weights apart that differ only in big matrices.
+    """
+    model_info = getattr(model, "info", model)
+    if info.fingerprint_scheme < FINGERPRINT_SCHEME:
+        return bool(info.fingerprint) and info.fingerprint == getattr(model_info, "legacy_fingerprint", "")
+    return info.fingerprint == model_info.fingerprint
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
@@ -454,6 +509,10 @@ def _info_from_header(path: Path, header: dict[str, Any], header_len: int, size:
     fingerprint = meta["fingerprint"]
     if fingerprint and not re.fullmatch(r"[0-9a-f]{8,64}", fingerprint):
         raise StateError(f"{path}: corrupt header (fingerprint {fingerprint[:40]!r})")
+    scheme = _meta_int(path, meta, "fingerprint_scheme", 1, 1 << 20) if "fingerprint_scheme" in meta else 1
+    checksum = meta.get("checksum", "")
+    if checksum and not _CHECKSUM.fullmatch(checksum):
+        raise StateError(f"{path}: corrupt header (checksum {checksum[:40]!r})")
     try:
         extra_meta = json.loads(meta.get("meta", "{}"))
     except (ValueError, RecursionError):
@@ -531,6 +590,7 @@ def _info_from_header(path: Path, header: dict[str, Any], header_len: int, size:
         meta={str(k): str(v) for k, v in extra_meta.items()}, file_bytes=size,
         history_tokens=history_tokens, has_logits="logits" in entries,
         has_transcript="transcript" in meta, snapshots=tuple(sorted(snapshot_parts)),
+        fingerprint_scheme=scheme, checksum=checksum,
     )
 
 
