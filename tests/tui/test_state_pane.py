@@ -401,3 +401,57 @@ async def test_state_actions_run_from_the_palette_and_the_chat(make_app, tmp_pat
         await pilot.pause(0.5)
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the save dialog")
+
+
+async def test_the_load_dialog_refuses_damaged_files_in_one_line_and_keeps_the_chat(
+    make_app, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 19.3: each of these ended the app with a traceback from the load dialog."""
+    import struct
+
+    from tests.engine.test_state_io import deny_reading
+
+    files = {
+        "empty.state.safetensors": b"",
+        "three.state.safetensors": b"abc",
+        "cut-header.state.safetensors": struct.pack("<Q", 400) + b'{"__metadata__": {"format": "rwkv',
+        "bad-utf8.state.safetensors": struct.pack("<Q", 24) + b'{"__metadata__": "\xff\xfe"}',
+        "huge-header.state.safetensors": struct.pack("<Q", 2**60) + b"{}",
+        "locked.state.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+    }
+    paths = []
+    for name, data in files.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    deny_reading(paths[-1], monkeypatch)
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot, app)
+        await chat(pilot, app, "keep this conversation")
+        conversation = app.worker.conversation
+        state, turns = conversation.state, list(conversation.turns)
+        await pilot.press("f4")
+        for path in paths:
+            await pilot.press("l")
+            await answer_prompt(pilot, app, path)
+            await wait_until(pilot, lambda: any(path.name in m for m in notifications(app)), what=f"{path.name} refused")
+            message = next(m for m in notifications(app) if path.name in m)
+            assert "\n" not in message and "Traceback" not in message and "engine failure" not in message
+            assert app.is_running and app.worker.conversation is conversation and conversation.state is state
+            assert conversation.turns == turns
+        assert "permission denied" in next(m for m in notifications(app) if "locked" in m).lower()
+        assert len(app.chat_pane.views()) == 2
+
+
+async def test_the_load_dialog_reads_a_time_state_file_in_the_chosen_orientation(make_app, tiny_model, tmp_path: Path) -> None:
+    """What kind of file it is is decided on the engine thread; the orientation travels with the request."""
+    wkv = _random_wkv(tiny_model, 5)
+    zero = tiny_model.zero_state()
+    tuned = export_time_state(tmp_path / "tuned.pth", State(zero.att_x, wkv, zero.ffn_x), orientation=Orientation.TRANSPOSED)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot, app)
+        await pilot.press("f4", "l")
+        await answer_prompt(pilot, app, tuned, "transposed")
+        await wait_until(pilot, lambda: torch.equal(app.worker.conversation.state.wkv, wkv), what="the time_state")
