@@ -154,7 +154,7 @@ def _unpickling_refusal(exc: pickle.UnpicklingError) -> str:
             f"refused to load: the file asks for {wanted.group(1)[:80]}, which is not a tensor "
             "(pickled code or objects; nothing was run)"
         )
-    detail = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
     reason = detail.group(1).strip()[:200] if detail else first_line(exc)
     return f"damaged or not a plain PyTorch checkpoint ({reason}; nothing was run)"
 

@@ -355,6 +355,15 @@ def test_random_bytes_are_not_called_pickled_code(tmp_path: Path) -> None:
         assert "pickled code" not in str(exc.value)
 
 
+def test_a_damaged_pickle_is_called_damaged_not_code(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(b"\x80\x02\xfe" + bytes(64))
+    with pytest.raises(CheckpointError) as exc:
+        read_state_dict(path)
+    _assert_one_line(exc, "damaged.pth", "damaged", "Unsupported operand")
+    assert "pickled code" not in str(exc.value) and "Weights only load failed" not in str(exc.value)
+
+
 def test_a_safetensors_file_given_as_a_model_says_so(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
