@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 import torch
 
 from engine.errors import CheckpointError, first_line
-from engine.formats import DESCRIPTIONS, sniff
+from engine.formats import DESCRIPTIONS, Sniffed, sniff
 
 #: Layer numbers have at most 9 digits: a longer one is no layer (and a 5000-digit one would
 #: not even convert to an int).
@@ -89,8 +89,11 @@ class ModelConfig:
         return 4 * self.n_layer * per_layer
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a ``.pth`` file as a name → tensor dict without executing any pickled code."""
+def read_state_dict(path: str | Path, what: str = "a PyTorch checkpoint") -> dict[str, torch.Tensor]:
+    """Load a ``.pth`` (or safetensors) file as a name → tensor dict without executing any pickled code.
+
+    ``what`` is what the caller expects the file to be, for the message when it is not.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
@@ -101,21 +104,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: file is empty")
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    not_pth = _not_a_pth(path)
-    if not_pth:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({not_pth})")
-    try:
-        obj = _torch_load(path)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: {_unpickling_refusal(exc)}") from None
-    except PermissionError:
-        raise CheckpointError(f"{path}: permission denied") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(
-            f"{path}: truncated or not a PyTorch checkpoint ({first_line(exc)})"
-        ) from None
-    except Exception as exc:  # torch surfaces many error types for corrupt archives
-        raise CheckpointError(f"{path}: unreadable checkpoint ({first_line(exc)})") from None
+    sniffed = sniff(path, CheckpointError, what)
+    if sniffed.kind == "safetensors":
+        obj = _safetensors_load(path)
+    elif sniffed.kind not in ("zip", "pickle"):  # the only two forms torch.save writes
+        raise CheckpointError(f"{path}: not {what} ({_what_else(sniffed)})")
+    else:
+        obj = _pth_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(
             f"{path}: expected a dict of tensors, found {type(obj).__name__}"
@@ -133,14 +128,39 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def _not_a_pth(path: Path) -> str | None:
-    """What the file is when it cannot be a ``.pth``, or None when it may be one: only a zip
-    archive (torch.save's format since 1.6) or a pickle (the legacy format) can."""
-    sniffed = sniff(path, CheckpointError, "a model file")
-    if sniffed.kind in ("zip", "pickle"):
-        return None
+def _pth_load(path: Path) -> object:
+    """A ``.pth`` file's object, with every failure as one line (nothing pickled ever runs)."""
+    try:
+        return _torch_load(path)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: {_unpickling_refusal(exc)}") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(
+            f"{path}: truncated or not a PyTorch checkpoint ({first_line(exc)})"
+        ) from None
+    except Exception as exc:  # torch surfaces many error types for corrupt archives
+        raise CheckpointError(f"{path}: unreadable checkpoint ({first_line(exc)})") from None
+
+
+def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
+    """Weights saved as safetensors (tensors and text only: nothing in it can run)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({first_line(exc)})") from None
+
+
+def _what_else(sniffed: Sniffed) -> str:
+    """What a file that is neither a ``.pth`` nor safetensors is, as far as its start tells."""
     if sniffed.kind is not None:
         return f"it is {DESCRIPTIONS[sniffed.kind]}"
+    if sniffed.problem.startswith(("truncated", "corrupt")):
+        return f"a damaged safetensors file: {sniffed.problem}"
     shown = " ".join(f"{byte:02x}" for byte in sniffed.head)
     return f"unrecognised content starting with bytes {shown}; a .pth file is a zip archive or a pickle"
 

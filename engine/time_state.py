@@ -32,9 +32,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from engine.atomic import atomic_write_bytes
-from engine.checkpoint import count_layers
-from engine.errors import CheckpointError, StateError, first_line
-from engine.formats import DESCRIPTIONS, sniff
+from engine.checkpoint import count_layers, read_state_dict
+from engine.errors import CheckpointError, StateError
 from engine.state import State
 
 _TIME_STATE_KEY = re.compile(r"^blocks\.(\d{1,9})\.att\.time_state$")
@@ -125,31 +124,11 @@ def read_time_state_file(path: str | Path) -> torch.Tensor:
     path = Path(path).expanduser()
     if not path.is_file():
         raise StateError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    sniffed = sniff(path, StateError, "a .pth or safetensors state-tuning file")
-    if sniffed.kind == "safetensors":
-        tensors = _read_safetensors(path)
-    elif sniffed.kind in ("zip", "pickle"):
-        from engine.checkpoint import read_state_dict
-
-        try:
-            tensors = read_state_dict(path)
-        except CheckpointError as exc:
-            raise StateError(str(exc)) from None
-    elif sniffed.kind is not None:
-        raise StateError(f"{path}: {DESCRIPTIONS[sniffed.kind]}, not a state-tuning file")
-    else:
-        raise StateError(f"{path}: {sniffed.problem}")
-    return stack_time_states(tensors, str(path))
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
-        return load_file(str(path))
-    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
-        raise StateError(f"{path}: corrupt or truncated safetensors file ({first_line(exc)})") from None
+        tensors = read_state_dict(path, what="a state-tuning file (.pth or safetensors)")
+    except CheckpointError as exc:
+        raise StateError(str(exc)) from None
+    return stack_time_states(tensors, str(path))
 
 
 def import_time_state(

@@ -364,11 +364,16 @@ def test_a_damaged_pickle_is_called_damaged_not_code(tmp_path: Path) -> None:
     assert "pickled code" not in str(exc.value) and "Weights only load failed" not in str(exc.value)
 
 
-def test_a_safetensors_file_given_as_a_model_says_so(tmp_path: Path) -> None:
+def test_a_safetensors_model_file_loads_like_its_pth(tmp_path: Path) -> None:
+    """Format detection reads safetensors first: such a model loads (nothing in it can run)."""
     from safetensors.torch import save_file
 
+    weights = random_state_dict(2, 64, 256, seed=4)
     path = tmp_path / "weights.safetensors"
-    save_file({"emb.weight": torch.zeros(4, 4)}, str(path))
+    save_file(weights, str(path))
+    pth = save_checkpoint(weights, tmp_path / "weights.pth")
+    assert load_model(path, device="cpu").info.fingerprint == load_model(pth, device="cpu").info.fingerprint
+    path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(CheckpointError) as exc:
         read_state_dict(path)
     _assert_one_line(exc, "weights.safetensors", "safetensors")
