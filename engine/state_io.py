@@ -418,11 +418,16 @@ def check_fits(info: StateFileInfo, model: Any, *, allow_other_model: bool = Fal
         source = f" ({info.model_name})" if info.model_name else ""
         if info.fingerprint_scheme < FINGERPRINT_SCHEME:
             model_print = getattr(model_info, "legacy_fingerprint", "") or model_info.fingerprint
-            older = " by an older rwkv-tui, whose fingerprint"
             raise StateModelMismatchError(
-                f"{info.path}: saved{older} {info.fingerprint} says other weights{source}; "
-                f"{model_info.name} is {model_print} by that scheme",
+                f"{info.path}: saved by an older rwkv-tui from other weights{source} (its fingerprint "
+                f"{info.fingerprint}; {model_info.name} is {model_print} by that older scheme)",
                 info.fingerprint, model_print,
+            )
+        if info.fingerprint_scheme > FINGERPRINT_SCHEME:
+            raise StateModelMismatchError(
+                f"{info.path}: saved by a newer rwkv-tui, whose fingerprint {info.fingerprint}{source} "
+                f"this version cannot compare with {model_info.name}'s; it may be from other weights",
+                info.fingerprint, model_info.fingerprint,
             )
         raise StateModelMismatchError(
             f"{info.path}: saved from other weights{source}, fingerprint {info.fingerprint}; "
@@ -440,7 +445,7 @@ def same_weights(info: StateFileInfo, model: Any) -> bool:
     model_info = getattr(model, "info", model)
     if info.fingerprint_scheme < FINGERPRINT_SCHEME:
         return bool(info.fingerprint) and info.fingerprint == getattr(model_info, "legacy_fingerprint", "")
-    return info.fingerprint == model_info.fingerprint
+    return info.fingerprint_scheme == FINGERPRINT_SCHEME and info.fingerprint == model_info.fingerprint
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:

@@ -533,3 +533,22 @@ def test_a_newer_fingerprint_scheme_is_not_matched_against_the_older_one(tmp_pat
     _rewrite_header(path, lambda h: h["__metadata__"].update(fingerprint=tiny_model.info.legacy_fingerprint))
     with pytest.raises(StateModelMismatchError):
         load_state(path, tiny_model)
+
+
+def test_re_saving_an_older_file_keeps_its_binding(tmp_path, tiny_model, primed):
+    """``state convert`` re-binds to the source file's info: an older file stays an older file."""
+    path = _save(tmp_path, primed[1], tiny_model)
+    _as_older_file(path, tiny_model.info.legacy_fingerprint)
+    copy = save_state(tmp_path / "copy.state.safetensors", primed[1], read_state_info(path))
+    info = read_state_info(copy)
+    assert (info.fingerprint, info.fingerprint_scheme) == (tiny_model.info.legacy_fingerprint, 1)
+    assert info.checksum and load_state(copy, tiny_model).equal(primed[1])
+
+
+def test_a_fingerprint_of_a_newer_scheme_is_not_taken_for_a_match(tmp_path, tiny_model, primed):
+    path = _save(tmp_path, primed[1], tiny_model)
+    _rewrite_header(path, lambda h: h["__metadata__"].update(fingerprint_scheme=str(99)))
+    with pytest.raises(StateModelMismatchError) as info:
+        load_state(path, tiny_model)
+    assert "newer" in str(info.value)
+    assert load_state(path, tiny_model, allow_other_model=True).equal(primed[1])
