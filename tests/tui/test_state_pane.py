@@ -52,6 +52,20 @@ async def answer_prompt(pilot, app, path: Path, orientation: str | None = None) 
     await pilot.pause(0.05)
 
 
+async def refused_keeping_the_chat(pilot, app, key: str, bad: Path, kept: tuple) -> str:
+    """Give ``bad`` to the file dialog that ``key`` opens: one line names it, and the app keeps
+    running with the conversation, its state and its turns exactly as they were."""
+    conversation, state, turns = kept
+    await pilot.press(key)
+    await answer_prompt(pilot, app, bad)
+    await wait_until(pilot, lambda: any(bad.name in m for m in notifications(app)), what=f"{bad.name} refused")
+    message = next(m for m in notifications(app) if bad.name in m)
+    assert "\n" not in message and "Traceback" not in message and "engine failure" not in message
+    assert app.is_running and app.worker.conversation is conversation and conversation.state is state
+    assert conversation.turns == turns
+    return message
+
+
 def select_row(app, row: int) -> DataTable:
     table = app.state_pane.query_one("#snapshots", DataTable)
     table.focus()
@@ -232,13 +246,7 @@ async def test_time_state_import_lands_and_bad_files_change_nothing(make_app, ti
         cut_state.write_bytes(saved.read_bytes()[:-1000])
         for key, bad in (("i", wrong_shape), ("i", garbage), ("i", truncated), ("i", hostile), ("l", cut_state),
                          ("l", foreign)):
-            await pilot.press(key)
-            await answer_prompt(pilot, app, bad)
-            await wait_until(pilot, lambda: any(bad.name in m for m in notifications(app)), what=f"{bad.name} refused")
-            message = next(m for m in notifications(app) if bad.name in m)
-            assert "\n" not in message and "Traceback" not in message
-            assert app.worker.conversation is conversation and conversation.state is state
-            assert conversation.turns == turns
+            await refused_keeping_the_chat(pilot, app, key, bad, (conversation, state, turns))
         assert not marker.exists()
         assert len(app.chat_pane.views()) == 2
         assert "from other weights" in next(m for m in notifications(app) if foreign.name in m)
@@ -430,16 +438,10 @@ async def test_the_load_dialog_refuses_damaged_files_in_one_line_and_keeps_the_c
         await start(pilot, app)
         await chat(pilot, app, "keep this conversation")
         conversation = app.worker.conversation
-        state, turns = conversation.state, list(conversation.turns)
+        kept = (conversation, conversation.state, list(conversation.turns))
         await pilot.press("f4")
         for path in paths:
-            await pilot.press("l")
-            await answer_prompt(pilot, app, path)
-            await wait_until(pilot, lambda: any(path.name in m for m in notifications(app)), what=f"{path.name} refused")
-            message = next(m for m in notifications(app) if path.name in m)
-            assert "\n" not in message and "Traceback" not in message and "engine failure" not in message
-            assert app.is_running and app.worker.conversation is conversation and conversation.state is state
-            assert conversation.turns == turns
+            await refused_keeping_the_chat(pilot, app, "l", path, kept)
         assert "permission denied" in next(m for m in notifications(app) if "locked" in m).lower()
         assert len(app.chat_pane.views()) == 2
 
