@@ -190,7 +190,6 @@ def _torch_load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-
 def detect_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """Describe a checkpoint that is not a plain x070 model, or return None if it is one."""
     keys = state_dict.keys()

@@ -312,27 +312,10 @@ def test_huge_but_finite_weights_are_not_mistaken_for_infinite(tmp_path: Path) -
 
 
 def test_an_unreadable_file_says_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import deny_reading
+
     path = save_checkpoint(random_state_dict(1, 64, 256), tmp_path / "locked.pth")
-    path.chmod(0)
-    if os.geteuid() == 0:  # root reads anything: make the OS answer as it would for anyone else
-        real_open = os.open
-
-        def refuse(file, *args, **kwargs):
-            if Path(file) == path:
-                raise PermissionError(13, "Permission denied", str(file))
-            return real_open(file, *args, **kwargs)
-
-        monkeypatch.setattr(os, "open", refuse)
-        import builtins
-
-        real_builtin_open = builtins.open
-
-        def refuse_builtin(file, *args, **kwargs):
-            if isinstance(file, (str, Path)) and Path(file) == path:
-                raise PermissionError(13, "Permission denied", str(file))
-            return real_builtin_open(file, *args, **kwargs)
-
-        monkeypatch.setattr(builtins, "open", refuse_builtin)
+    deny_reading(path, monkeypatch)
     with pytest.raises(CheckpointError) as exc:
         read_state_dict(path)
     _assert_one_line(exc, "locked.pth")

@@ -20,6 +20,7 @@ from engine.state_io import (
     FORMAT_VERSION, load_state, load_state_file, read_state_info, read_transcript, save_state,
 )
 from engine.synthetic import random_state_dict
+from tests.helpers import deny_reading
 
 PROMPT = list(b"The state of an RNN is its whole memory.")
 CONTINUATION = list(b" Continue exactly.")
@@ -417,22 +418,6 @@ def test_an_unreadable_state_file_is_a_state_error_that_says_so(tmp_path, primed
         with pytest.raises(StateError) as info:
             read(path)
         assert "permission denied" in str(info.value).lower() and str(path) in str(info.value)
-
-
-def deny_reading(path: Path, monkeypatch) -> None:
-    """Make ``path`` unreadable: chmod for ordinary users; as root (who reads anything), an
-    ``open`` that answers EACCES for this one file, the way the OS would for anyone else."""
-    path.chmod(0)
-    if os.geteuid() != 0:
-        return
-    real_open = Path.open
-
-    def refuse(self, *args, **kwargs):
-        if Path(self) == path:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", refuse)
 
 
 # ---------------------------------------------------------------------------------- integrity

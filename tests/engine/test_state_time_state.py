@@ -259,7 +259,7 @@ def test_a_safetensors_time_state_whose_header_length_looks_like_a_pickle_is_rea
 
 
 def test_an_unreadable_time_state_file_says_permission_denied(tmp_path, tuned_like, monkeypatch):
-    from tests.engine.test_state_io import deny_reading
+    from tests.helpers import deny_reading
 
     path = _write_pth(tmp_path / "locked.pth", tuned_like)
     deny_reading(path, monkeypatch)

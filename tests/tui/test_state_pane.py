@@ -417,7 +417,7 @@ async def test_the_load_dialog_refuses_damaged_files_in_one_line_and_keeps_the_c
     """Issue 19.3: each of these ended the app with a traceback from the load dialog."""
     import struct
 
-    from tests.engine.test_state_io import deny_reading
+    from tests.helpers import deny_reading
 
     files = {
         "empty.state.safetensors": b"",
