@@ -17,11 +17,19 @@ from engine.errors import EngineError
 E = TypeVar("E", bound=EngineError)
 
 
+#: Mode for files that hold private data (conversations, states): readable by the user alone.
+PRIVATE = 0o600
+
+
 def atomic_write_bytes(
-    path: str | Path, data: bytes, error: Callable[[str], E] = EngineError  # type: ignore[assignment]
+    path: str | Path,
+    data: bytes,
+    error: Callable[[str], E] = EngineError,  # type: ignore[assignment]
+    *,
+    new_file_mode: int | None = None,
 ) -> Path:
     """Replace ``path`` with ``data`` atomically; failures raise ``error(one-line message)``."""
-    return atomic_write(path, lambda handle: handle.write(data), error)
+    return atomic_write(path, lambda handle: handle.write(data), error, new_file_mode=new_file_mode)
 
 
 def atomic_write_text(
@@ -35,9 +43,13 @@ def atomic_write(
     path: str | Path,
     write: Callable[[BinaryIO], object],
     error: Callable[[str], E] = EngineError,  # type: ignore[assignment]
+    *,
+    new_file_mode: int | None = None,
 ) -> Path:
     """Replace ``path`` with whatever ``write`` writes to the binary file it is given.
 
+    An overwritten file keeps its permissions; a new one gets ``new_file_mode`` (e.g.
+    :data:`PRIVATE`), or follows the umask like any file the user creates when that is None.
     The destination is untouched when anything goes wrong (no space, no permission, a
     directory in the way, an exception inside ``write``), and the temporary file is removed.
     OS errors become ``error(one-line message)``; other exceptions propagate unchanged.
@@ -56,8 +68,11 @@ def atomic_write(
             handle.flush()
             os.fsync(handle.fileno())
         # mkstemp makes the file 0600; the result should look like any file the user creates:
-        # an overwritten file keeps its permissions, a new one follows the umask.
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+        # an overwritten file keeps its permissions, a new one follows the umask unless told.
+        if path.exists():
+            mode = path.stat().st_mode & 0o7777
+        else:
+            mode = new_file_mode if new_file_mode is not None else 0o666 & ~_umask()
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
         tmp_name = None

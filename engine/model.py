@@ -13,7 +13,7 @@ from typing import Mapping, Protocol, Sequence
 
 import torch
 
-from engine.checkpoint import ModelConfig, fingerprint, infer_config, read_state_dict
+from engine.checkpoint import ModelConfig, check_finite, fingerprint, infer_config, legacy_fingerprint, read_state_dict
 from engine.errors import BackendError, EngineError, StateError
 from engine.state import State
 
@@ -61,6 +61,9 @@ class ModelInfo:
     #: One line for the UI when the model runs somewhere else than asked or hoped for
     #: (device="auto" without a usable CUDA setup); empty otherwise.
     device_note: str = ""
+    #: The fingerprint earlier versions gave these weights (``checkpoint.legacy_fingerprint``),
+    #: so their state files and autosaves still find this model; empty when unknown.
+    legacy_fingerprint: str = ""
 
     @property
     def name(self) -> str:
@@ -177,6 +180,7 @@ def build_model(
 ) -> Model:
     """Make a Model from an already-loaded state dict (used by ``load_model`` and training)."""
     config = infer_config(state_dict, source=path)
+    check_finite(state_dict, source=path)
     weight_dtype = parse_dtype(dtype)
     backend, device_note = _choose_backend(state_dict, config, device, weight_dtype)
     bundled = _bundled_state(state_dict, config, path)
@@ -188,7 +192,7 @@ def build_model(
         ffn_dim=config.ffn_dim,
         n_params=sum(t.numel() for t in state_dict.values()),
         path=path, fingerprint=fingerprint(state_dict), state_bytes=config.state_bytes,
-        kernels=kernels, device_note=device_note,
+        kernels=kernels, device_note=device_note, legacy_fingerprint=legacy_fingerprint(state_dict),
     )
     return Model(backend, config, info, chunk_len=chunk_len, bundled_state=bundled)
 

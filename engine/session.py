@@ -28,7 +28,7 @@ from engine.paths import APP_NAME
 from engine.sampling import SamplingParams
 from engine.state import State
 from engine.state_io import (
-    SUFFIX, StateFileInfo, is_state_file, load_state_file, read_state_info, read_transcript, save_state,
+    SUFFIX, StateFileInfo, is_state_file, load_state_file, read_state_info, read_transcript, same_weights, save_state,
 )
 from engine.tokenizers import Tokenizer
 
@@ -308,16 +308,30 @@ def autosave_path(model: Any) -> Path:
 def autosave(conversation: Conversation) -> Path:
     """Save ``conversation`` as this model's autosave (creating the folder if needed)."""
     path = autosave_path(conversation.model)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+    _private_folder(path.parent)
     return save_session(path, conversation)
 
 
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` readable by the user alone (autosaves hold whole conversations), and
+    tighten one that earlier versions left readable by others."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder.stat().st_mode & 0o077:
+            folder.chmod(0o700)
+    except OSError as exc:
+        raise StateError(f"cannot create {folder}: {exc.strerror or exc}") from None
+
+
 def find_autosave(model: Any) -> SessionSummary | None:
-    """The resumable autosave for this model, or None (missing, empty, unreadable or foreign)."""
+    """The resumable autosave for this model, or None (missing, empty, unreadable or foreign).
+
+    Earlier versions named the autosave by the older fingerprint; it is still found there.
+    """
     path = autosave_path(model)
+    legacy = getattr(getattr(model, "info", model), "legacy_fingerprint", "")
+    if not path.is_file() and legacy:
+        path = sessions_dir() / f"autosave-{legacy}{SUFFIX}"
     if not path.is_file():
         return None
     try:
@@ -325,7 +339,7 @@ def find_autosave(model: Any) -> SessionSummary | None:
         transcript = read_transcript(path) or {}
     except StateError:
         return None
-    if info.kind != "session" or info.fingerprint != getattr(model, "info", model).fingerprint:
+    if info.kind != "session" or not same_weights(info, model):
         return None
     turns = transcript.get("turns") if isinstance(transcript, dict) else None
     if not isinstance(turns, list) or not turns:

@@ -25,7 +25,11 @@ name                   shape / dtype                   meaning
 state is not bound to particular weights, e.g. converted from a state-tuning file),
 ``model_name``, ``n_layer``, ``n_embd``, ``n_head``, ``head_size``, ``vocab``, ``dtype``,
 ``wkv_layout``, ``tokens_seen``, ``created`` (ISO 8601, UTC), ``app_version``, ``meta``
-(JSON object) and, optionally, ``transcript`` (JSON object).
+(JSON object), optionally ``transcript`` (JSON object), and since this version
+``fingerprint_scheme`` (which ``engine.checkpoint`` fingerprint the file records: 2; files without
+it have the earlier scheme 1) and ``checksum`` (``crc32:`` and 8 hex digits over every tensor's
+name and bytes, in name order, then the transcript's UTF-8 text), so a flipped bit is refused
+instead of continuing a conversation from damaged numbers. Files without a checksum still load.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,8 +45,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from engine.atomic import atomic_write_bytes
-from engine.errors import StateError, StateModelMismatchError
+from engine.atomic import PRIVATE, atomic_write_bytes
+from engine.errors import StateError, StateModelMismatchError, first_line
+from engine.formats import DESCRIPTIONS, MAX_HEADER_BYTES, sniff
 from engine.state import State
 
 FORMAT = "rwkv-tui-state"
@@ -50,9 +56,11 @@ FORMAT_VERSION = 1
 SUFFIX = ".state.safetensors"
 WKV_LAYOUT = "head,value,key"
 KINDS = ("state", "session")
+#: The fingerprint scheme new files record: 2 is ``checkpoint.fingerprint`` (a sample of every
+#: tensor); 1, implied by files without the field, is ``checkpoint.legacy_fingerprint``.
+FINGERPRINT_SCHEME = 2
+_CHECKSUM = re.compile(r"crc32:[0-9a-f]{8}")
 
-#: A header larger than this is not ours (a long transcript is a few MB at most).
-MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: Plausibility bounds, so a hostile header cannot make us compute absurd sizes.
 _MAX_DIM = {"n_layer": 4096, "n_embd": 1 << 20, "n_head": 1 << 16, "head_size": 4096}
 _MAX_VOCAB = 1 << 24
@@ -98,6 +106,10 @@ class StateFileInfo:
     has_transcript: bool
     #: Indices of the conversation snapshots stored in a session file.
     snapshots: tuple[int, ...] = ()
+    #: Which fingerprint the file records (see FINGERPRINT_SCHEME).
+    fingerprint_scheme: int = FINGERPRINT_SCHEME
+    #: ``crc32:…`` of the tensor data and transcript; "" in files of earlier versions.
+    checksum: str = ""
 
     @property
     def state_bytes(self) -> int:
@@ -203,8 +215,11 @@ def save_state(
         "app_version": app_version(),
         "meta": json.dumps({str(k): str(v) for k, v in state.meta.items()}, ensure_ascii=False),
     }
+    if metadata["fingerprint"]:
+        metadata["fingerprint_scheme"] = str(getattr(info, "fingerprint_scheme", FINGERPRINT_SCHEME))
     if transcript is not None:
         metadata["transcript"] = json.dumps(transcript, ensure_ascii=False)
+    metadata["checksum"] = _checksum(tensors, metadata.get("transcript"))
 
     from safetensors.torch import save as safetensors_save
 
@@ -215,7 +230,21 @@ def save_state(
             f"cannot save {path}: the transcript is too large for a state file "
             f"({header_len >> 20} MB of metadata, limit {MAX_HEADER_BYTES >> 20} MB)"
         )
-    return atomic_write_bytes(path, data, StateError)
+    # Private like the conversation it may hold: a new file is readable by the user alone.
+    return atomic_write_bytes(path, data, StateError, new_file_mode=PRIVATE)
+
+
+def _checksum(tensors: Mapping[str, torch.Tensor], transcript: str | None) -> str:
+    """CRC-32 over every tensor's name and bytes (in name order), then the transcript: it
+    catches any flipped bit, costs about 0.4 s per GB, and does not depend on the file layout."""
+    crc = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().reshape(-1)
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(memoryview(tensor.view(torch.uint8).numpy()), crc)
+    if transcript is not None:
+        crc = zlib.crc32(transcript.encode("utf-8"), crc)
+    return f"crc32:{crc:08x}"
 
 
 def _state_tensors(state: State, store: torch.dtype, path: Path) -> dict[str, torch.Tensor]:
@@ -262,19 +291,20 @@ def read_state_info(path: str | Path) -> StateFileInfo:
 
 
 def is_state_file(path: str | Path) -> bool:
-    """Whether ``path`` claims to be an rwkv-tui state file (by its first bytes and header).
+    """Whether ``path`` claims to be an rwkv-tui state file (by its header).
 
     False for PyTorch archives, pickles and safetensors files of other kinds (e.g. state-tuning
-    files); StateError for a missing file or one too damaged to tell.
+    files); StateError (and nothing else) for a missing or unreadable file, or one too damaged
+    to tell.
     """
     path = Path(path).expanduser()
-    if path.is_file():
-        with path.open("rb") as handle:
-            head = handle.read(8)
-        if len(head) == 8 and _foreign_format(head):
+    _check_is_file(path)
+    sniffed = sniff(path, StateError, "an rwkv-tui state file")
+    if sniffed.header is None:
+        if sniffed.kind is not None:
             return False
-    header, _, _ = _read_header(path)
-    meta = header.get("__metadata__")
+        raise StateError(f"{path}: {sniffed.problem}")
+    meta = sniffed.header.get("__metadata__")
     return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
@@ -315,7 +345,13 @@ def load_state_file(
     try:
         tensors = safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise StateError(f"{path}: corrupt safetensors data ({_first_line(exc)})") from None
+        raise StateError(f"{path}: corrupt safetensors data ({first_line(exc)})") from None
+    if info.checksum:
+        found = _checksum(tensors, header["__metadata__"].get("transcript"))
+        if found != info.checksum:
+            raise StateError(
+                f"{path}: damaged: the data does not match its checksum ({info.checksum}, found {found})"
+            )
 
     def state_from(prefix: str) -> State:
         parts = {}
@@ -378,66 +414,64 @@ def check_fits(info: StateFileInfo, model: Any, *, allow_other_model: bool = Fal
             f"{info.path}: state was saved with a {info.vocab}-token vocabulary; "
             f"{model_info.name} has {model_info.vocab}"
         )
-    if info.fingerprint and info.fingerprint != model_info.fingerprint and not allow_other_model:
+    if info.fingerprint and not allow_other_model and not same_weights(info, model_info):
         source = f" ({info.model_name})" if info.model_name else ""
+        if info.fingerprint_scheme < FINGERPRINT_SCHEME:
+            model_print = getattr(model_info, "legacy_fingerprint", "") or model_info.fingerprint
+            raise StateModelMismatchError(
+                f"{info.path}: saved by an older rwkv-tui from other weights{source} (its fingerprint "
+                f"{info.fingerprint}; {model_info.name} is {model_print} by that older scheme)",
+                info.fingerprint, model_print,
+            )
+        if info.fingerprint_scheme > FINGERPRINT_SCHEME:
+            raise StateModelMismatchError(
+                f"{info.path}: saved by a newer rwkv-tui, whose fingerprint {info.fingerprint}{source} "
+                f"this version cannot compare with {model_info.name}'s; it may be from other weights",
+                info.fingerprint, model_info.fingerprint,
+            )
         raise StateModelMismatchError(
             f"{info.path}: saved from other weights{source}, fingerprint {info.fingerprint}; "
-            f"{model_info.name} is {model_info.fingerprint} (load anyway with allow_other_model / "
-            "--allow-other-model)",
+            f"{model_info.name} is {model_info.fingerprint}",
             info.fingerprint, model_info.fingerprint,
         )
 
 
+def same_weights(info: StateFileInfo, model: Any) -> bool:
+    """Whether the file was saved from ``model``'s weights, by the fingerprint scheme it records.
+
+    Files of earlier versions (scheme 1) are compared with the model's legacy fingerprint, so
+    they keep loading; that scheme cannot tell weights apart that differ only in big matrices.
+    """
+    model_info = getattr(model, "info", model)
+    if info.fingerprint_scheme < FINGERPRINT_SCHEME:
+        return bool(info.fingerprint) and info.fingerprint == getattr(model_info, "legacy_fingerprint", "")
+    return info.fingerprint_scheme == FINGERPRINT_SCHEME and info.fingerprint == model_info.fingerprint
+
+
 def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
     """The parsed JSON header, its length and the file size, with every cheap sanity check."""
+    _check_is_file(path)
+    sniffed = sniff(path, StateError, "an rwkv-tui state file")
+    if sniffed.header is None:
+        if sniffed.kind is not None:
+            raise StateError(f"{path}: {_FOREIGN[sniffed.kind]}, not an rwkv-tui state file")
+        raise StateError(f"{path}: {sniffed.problem}")
+    return sniffed.header, sniffed.header_length, sniffed.size
+
+
+def _check_is_file(path: Path) -> None:
     if not path.exists():
         raise StateError(f"{path}: no such file")
     if path.is_dir():
         raise StateError(f"{path}: is a directory, not a state file")
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                raise StateError(f"{path}: too short to be a state file ({size} bytes)")
-            kind = _foreign_format(head)
-            if kind:
-                raise StateError(f"{path}: {kind}, not an rwkv-tui state file")
-            header_len = int.from_bytes(head, "little")
-            if header_len > MAX_HEADER_BYTES:
-                raise StateError(
-                    f"{path}: not an rwkv-tui state file (header length field says "
-                    f"{header_len} bytes; corrupt or another format)"
-                )
-            if 8 + header_len > size:
-                raise StateError(
-                    f"{path}: truncated: the header needs {8 + header_len} bytes, the file has {size}"
-                )
-            raw = handle.read(header_len)
-    except OSError as exc:
-        raise StateError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not raw.lstrip(b" ").startswith(b"{"):
-        raise StateError(f"{path}: not an rwkv-tui state file (no safetensors header)")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise StateError(f"{path}: corrupt header ({_first_line(exc)})") from None
-    if not isinstance(header, dict):
-        raise StateError(f"{path}: corrupt header (not a JSON object)")
-    return header, header_len, size
 
 
-def _foreign_format(head: bytes) -> str | None:
-    """Name formats we recognise by their first bytes, so the refusal says what the file is."""
-    if head.startswith(b"PK\x03\x04"):
-        return "a PyTorch .pth archive (import state-tuning files with `rwkv-tui state convert`)"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle (refused: pickles can carry code)"
-    if head.startswith(b"\x93NUMPY"):
-        return "a NumPy array file"
-    if head.startswith(b"GGUF") or head.startswith(b"ggml") or head.startswith(b"lmgg"):
-        return "a GGUF/GGML model file"
-    return None
+#: How a file of another format is described when it is given as a state file.
+_FOREIGN = {
+    **DESCRIPTIONS,
+    "zip": "a PyTorch .pth archive (import state-tuning files with `rwkv-tui state convert`)",
+    "pickle": "a Python pickle (refused: pickles can carry code)",
+}
 
 
 def _info_from_header(path: Path, header: dict[str, Any], header_len: int, size: int) -> StateFileInfo:
@@ -480,6 +514,10 @@ def _info_from_header(path: Path, header: dict[str, Any], header_len: int, size:
     fingerprint = meta["fingerprint"]
     if fingerprint and not re.fullmatch(r"[0-9a-f]{8,64}", fingerprint):
         raise StateError(f"{path}: corrupt header (fingerprint {fingerprint[:40]!r})")
+    scheme = _meta_int(path, meta, "fingerprint_scheme", 1, 1 << 20) if "fingerprint_scheme" in meta else 1
+    checksum = meta.get("checksum", "")
+    if checksum and not _CHECKSUM.fullmatch(checksum):
+        raise StateError(f"{path}: corrupt header (checksum {checksum[:40]!r})")
     try:
         extra_meta = json.loads(meta.get("meta", "{}"))
     except (ValueError, RecursionError):
@@ -557,6 +595,7 @@ def _info_from_header(path: Path, header: dict[str, Any], header_len: int, size:
         meta={str(k): str(v) for k, v in extra_meta.items()}, file_bytes=size,
         history_tokens=history_tokens, has_logits="logits" in entries,
         has_transcript="transcript" in meta, snapshots=tuple(sorted(snapshot_parts)),
+        fingerprint_scheme=scheme, checksum=checksum,
     )
 
 
@@ -604,7 +643,3 @@ def _transcript_from(path: Path, header: dict[str, Any]) -> dict[str, Any] | Non
         raise StateError(f"{path}: the stored transcript is not a JSON object")
     return transcript
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]

@@ -32,11 +32,11 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from engine.atomic import atomic_write_bytes
+from engine.checkpoint import count_layers, read_state_dict
 from engine.errors import CheckpointError, StateError
 from engine.state import State
 
-_TIME_STATE_KEY = re.compile(r"^blocks\.(\d+)\.att\.time_state$")
-_MAX_SAFETENSORS_HEADER = 64 * 1024 * 1024
+_TIME_STATE_KEY = re.compile(r"^blocks\.(\d{1,9})\.att\.time_state$")
 _EXPORT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -81,10 +81,7 @@ def stack_time_states(tensors: Mapping[str, torch.Tensor], source: str) -> torch
             layers[int(match.group(1))] = tensor
     if not layers:
         raise StateError(f"{source}: no blocks.N.att.time_state tensors (not a state-tuning file)")
-    n_layer = max(layers) + 1
-    missing = sorted(set(range(n_layer)) - set(layers))
-    if missing:
-        raise StateError(f"{source}: time_state is missing for layers {missing[:8]}")
+    n_layer = count_layers(layers, source, StateError, where=" from the time_state")
     shape = tuple(layers[0].shape)
     if len(shape) != 3 or shape[1] != shape[2] or 0 in shape:
         raise StateError(f"{source}: blocks.0.att.time_state has shape {shape}, expected (heads, N, N)")
@@ -127,37 +124,11 @@ def read_time_state_file(path: str | Path) -> torch.Tensor:
     path = Path(path).expanduser()
     if not path.is_file():
         raise StateError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    with path.open("rb") as handle:
-        head = handle.read(8)
-    if len(head) == 8 and not head.startswith(b"PK") and head[:1] != b"\x80":
-        tensors = _read_foreign_safetensors(path, head)
-    else:
-        from engine.checkpoint import read_state_dict
-
-        try:
-            tensors = read_state_dict(path)
-        except CheckpointError as exc:
-            raise StateError(str(exc)) from None
-    return stack_time_states(tensors, str(path))
-
-
-def _read_foreign_safetensors(path: Path, head: bytes) -> dict[str, torch.Tensor]:
-    size = path.stat().st_size
-    header_len = int.from_bytes(head, "little")
-    if header_len > _MAX_SAFETENSORS_HEADER or 8 + header_len > size:
-        raise StateError(f"{path}: neither a PyTorch .pth nor a safetensors file (or truncated)")
-    with path.open("rb") as handle:
-        handle.seek(8)
-        if handle.read(1) != b"{":
-            raise StateError(f"{path}: neither a PyTorch .pth nor a safetensors file")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
-        return load_file(str(path))
-    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise StateError(f"{path}: corrupt or truncated safetensors file ({text})") from None
+        tensors = read_state_dict(path, what="a state-tuning file (.pth or safetensors)")
+    except CheckpointError as exc:
+        raise StateError(str(exc)) from None
+    return stack_time_states(tensors, str(path))
 
 
 def import_time_state(

@@ -95,11 +95,17 @@ class SaveState:
 
 @dataclass(frozen=True)
 class LoadState:
-    """Continue the chat from a state file: a new conversation starting from that state."""
+    """Continue the chat from a state file: a new conversation starting from that state.
+
+    Any file a user has: an rwkv-tui state or session file, or else a state-tuning time_state
+    file. Which one it is, the engine thread finds out (reading a file never blocks the UI).
+    """
 
     path: str
     #: Accept a state saved from other weights of the same shape (e.g. a fine-tune's).
     allow_other_model: bool = False
+    #: How a time_state file's matrices are read (``engine.time_state.Orientation``).
+    orientation: str = "as-stored"
 
 
 @dataclass(frozen=True)

@@ -314,7 +314,8 @@ class EngineWorker:
                 self.inspector.handle(ResumeSession(str(path), command.allow_other_model))
                 return
             # Validated before anything changes.
-            state = self._read_state_file(command.path, conversation.model, allow_other_model=command.allow_other_model)
+            state = self._read_state_file(command.path, conversation.model, command.orientation,
+                                          allow_other_model=command.allow_other_model)
         except StateModelMismatchError as exc:
             raise EngineError(
                 f"{path.name}: saved from other weights (fingerprint {exc.file_fingerprint}; this model is "

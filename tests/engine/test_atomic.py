@@ -58,3 +58,18 @@ def test_new_files_follow_the_umask_and_overwrites_keep_their_mode(tmp_path: Pat
         assert kept.stat().st_mode & 0o777 == 0o664
     finally:
         os.umask(previous)
+
+
+def test_a_new_private_file_gets_the_mode_asked_for_and_an_overwrite_keeps_its_own(tmp_path: Path) -> None:
+    from engine.atomic import PRIVATE
+
+    old = os.umask(0o022)
+    try:
+        target = atomic_write_bytes(tmp_path / "private.bin", b"secret", new_file_mode=PRIVATE)
+        assert target.stat().st_mode & 0o777 == 0o600
+        target.chmod(0o644)
+        atomic_write_bytes(target, b"still shared", new_file_mode=PRIVATE)
+        assert target.stat().st_mode & 0o777 == 0o644
+        assert atomic_write_bytes(tmp_path / "plain.bin", b"x").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

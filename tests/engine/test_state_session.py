@@ -170,3 +170,116 @@ def test_start_state_accepts_every_kind_of_state_file(tmp_path, tiny_model, toke
 
     with pytest.raises(StateError):
         load_start_state(tmp_path / "missing.pth", tiny_model)
+
+
+# ---------------------------------------------------------------------------------- format and privacy
+
+
+@pytest.fixture
+def own_state_dir(tmp_path, monkeypatch):
+    """A sessions folder of this test's own: autosaves must not leak into other tests."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+def _header_length(path) -> int:
+    with open(path, "rb") as handle:
+        return int.from_bytes(handle.read(8), "little")
+
+
+def _autosave_with_header_length(conversation, target: int):
+    """Autosave with the last message padded so the header is exactly ``target`` bytes (None when
+    the header is longer than that already)."""
+    turn = conversation.turns[-1]
+    text = turn.user
+    path = autosave(conversation)
+    if _header_length(path) > target:
+        return None
+    turn.user = text + "m" * (target - _header_length(path))  # one header byte per ASCII character
+    autosave(conversation)
+    assert _header_length(path) == target
+    return path
+
+
+def test_sessions_whose_header_length_starts_like_a_pickle_are_offered_and_resumed(tiny_model, tokenizer, own_state_dir):
+    """Issue 19.4: such an autosave was never offered, and the next exit overwrote it."""
+    conversation, _ = _conversation(tiny_model, tokenizer, 1)
+    for low in (0x0280, 0x0380, 0x0480, 0x0580):
+        target = low + 65536  # a message of about 64 KB puts the header there
+        path = _autosave_with_header_length(conversation, target)
+        assert path.read_bytes()[:2] == bytes([0x80, low >> 8])
+        summary = find_autosave(tiny_model)
+        assert summary is not None and summary.path == path
+        resumed = load_session(path, tiny_model, tokenizer)
+        assert resumed.turns[-1].user == conversation.turns[-1].user
+
+
+def test_every_session_we_write_is_offered_and_resumes(tiny_model, tokenizer, own_state_dir):
+    """Property over message lengths: find_autosave offers what autosave wrote, and it resumes."""
+    from hypothesis import assume, given, settings, strategies as st
+
+    conversation, _ = _conversation(tiny_model, tokenizer, 1)
+    original = conversation.turns[-1].user
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None)
+    @given(length=st.one_of(
+        st.integers(0, 200_000),
+        st.sampled_from([0x0280, 0x0380, 0x0480, 0x0580]).flatmap(lambda low: st.integers(1, 3).map(lambda k: -(low + k * 65536))),
+    ))
+    def round_trip(length: int) -> None:
+        if length >= 0:  # a message of that many characters
+            conversation.turns[-1].user = original + "é" * (length // 2) + "m" * (length - length // 2)
+            path = autosave(conversation)
+        else:  # a message that makes the header exactly -length bytes long
+            conversation.turns[-1].user = original
+            path = _autosave_with_header_length(conversation, -length)
+            assume(path is not None)
+        summary = find_autosave(tiny_model)
+        assert summary is not None and summary.turns == 1
+        assert load_session(path, tiny_model, tokenizer).turns[-1].user == conversation.turns[-1].user
+
+    round_trip()
+
+
+def test_autosaves_are_private(tiny_model, tokenizer, own_state_dir):
+    old = os.umask(0o022)
+    try:
+        folder = sessions_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)  # as earlier versions left it
+        conversation, _ = _conversation(tiny_model, tokenizer, 1)
+        path = autosave(conversation)
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_new_sessions_folder_is_private(tiny_model, tokenizer, own_state_dir):
+    assert not sessions_dir().exists()
+    conversation, _ = _conversation(tiny_model, tokenizer, 1)
+    autosave(conversation)
+    assert sessions_dir().stat().st_mode & 0o777 == 0o700
+
+
+def test_an_autosave_from_an_earlier_version_is_still_offered(tiny_model, tokenizer, own_state_dir):
+    """Earlier versions named autosaves by the older fingerprint; upgrading must not hide them."""
+    import json
+    import struct
+
+    conversation, _ = _conversation(tiny_model, tokenizer, 2)
+    path = autosave(conversation)
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header["__metadata__"]
+    meta.pop("fingerprint_scheme"), meta.pop("checksum")
+    meta["fingerprint"] = tiny_model.info.legacy_fingerprint
+    new = json.dumps(header).encode()
+    older = path.with_name(f"autosave-{tiny_model.info.legacy_fingerprint}.state.safetensors")
+    older.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    path.unlink()
+
+    summary = find_autosave(tiny_model)
+    assert summary is not None and summary.path == older and summary.turns == 2
+    resumed = load_session(summary.path, tiny_model, tokenizer)
+    assert resumed.state.equal(conversation.state)

@@ -215,3 +215,54 @@ def test_probe_scores_each_orientation_by_likelihood(tiny_model, tuned_like):
     assert swapped[Orientation.TRANSPOSED] == pytest.approx(scores[Orientation.AS_STORED], rel=1e-6)
     with pytest.raises(StateError, match="two tokens"):
         probe_orientation(tiny_model, tuned_like, TOKENS[:1])
+
+
+def test_a_huge_layer_number_is_refused_without_building_every_layer(tmp_path):
+    import tracemalloc
+
+    from engine.errors import MAX_MESSAGE_CHARS
+    from engine.time_state import stack_time_states
+
+    tensors = {"blocks.0.att.time_state": torch.zeros(2, 64, 64), "blocks.20000000.att.time_state": torch.zeros(2, 64, 64)}
+    tracemalloc.start()
+    try:
+        with pytest.raises(StateError) as info:
+            stack_time_states(tensors, "big.pth")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"validating two small tensors allocated {peak >> 20} MB"
+    message = str(info.value)
+    assert "missing" in message and "20000000" in message and len(message) <= MAX_MESSAGE_CHARS
+
+
+def test_a_layer_number_too_long_for_an_int_is_not_a_crash(tmp_path, tiny_model):
+    path = tmp_path / "long.pth"
+    torch.save({"blocks.0.att.time_state": torch.zeros(2, 64, 64),
+                "blocks." + "9" * 5000 + ".att.time_state": torch.zeros(2, 64, 64)}, path)
+    with pytest.raises(StateError):
+        import_time_state(path, tiny_model)
+
+
+@pytest.mark.parametrize("low", [0x0280, 0x0380, 0x0480, 0x0580])
+def test_a_safetensors_time_state_whose_header_length_looks_like_a_pickle_is_read(tmp_path, tuned_like, low):
+    """The header length's first bytes 80 02..80 05 are not a pickle marker when the JSON parses."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "state.safetensors"
+    tensors = {f"blocks.{i}.att.time_state": tuned_like[i].contiguous() for i in range(2)}
+    save_file(tensors, str(path), metadata={"note": ""})
+    have = int.from_bytes(path.read_bytes()[:8], "little")
+    save_file(tensors, str(path), metadata={"note": "n" * (low - have)})
+    assert path.read_bytes()[:2] == bytes([0x80, low >> 8])
+    assert torch.equal(read_time_state_file(path), tuned_like)
+
+
+def test_an_unreadable_time_state_file_says_permission_denied(tmp_path, tuned_like, monkeypatch):
+    from tests.helpers import deny_reading
+
+    path = _write_pth(tmp_path / "locked.pth", tuned_like)
+    deny_reading(path, monkeypatch)
+    with pytest.raises(StateError) as info:
+        read_time_state_file(path)
+    assert "permission denied" in str(info.value).lower()

@@ -17,10 +17,6 @@ from tui.screens.path_prompt import PathPrompt
 from tui.widgets.model_bar import ModelBar
 
 
-def notice_texts(app) -> list[str]:  # noqa: ANN001
-    return [n.message for n in notices(app)]
-
-
 async def open_picker(pilot, app) -> ModelPicker:  # noqa: ANN001
     await pilot.press("ctrl+o")
     await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker), what="the model picker")

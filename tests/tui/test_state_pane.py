@@ -3,12 +3,11 @@ rewind, time_state import/export, bad files, autosave and resume, palette entrie
 
 from __future__ import annotations
 
-import pytest
-
 import os
 import pickle
 from pathlib import Path
 
+import pytest
 import torch
 from textual.widgets import DataTable, Input
 
@@ -46,6 +45,20 @@ async def answer_prompt(pilot, app, path: Path, orientation: str | None = None) 
     app.screen.query_one("#path", Input).focus()
     await pilot.press("enter")
     await pilot.pause(0.05)
+
+
+async def refused_keeping_the_chat(pilot, app, key: str, bad: Path, kept: tuple) -> str:
+    """Give ``bad`` to the file dialog that ``key`` opens: one line names it, and the app keeps
+    running with the conversation, its state and its turns exactly as they were."""
+    conversation, state, turns = kept
+    await pilot.press(key)
+    await answer_prompt(pilot, app, bad)
+    await wait_until(pilot, lambda: any(bad.name in m for m in notice_texts(app)), what=f"{bad.name} refused")
+    message = next(m for m in notice_texts(app) if bad.name in m)
+    assert "\n" not in message and "Traceback" not in message and "engine failure" not in message
+    assert app.is_running and app.worker.conversation is conversation and conversation.state is state
+    assert conversation.turns == turns
+    return message
 
 
 def select_row(app, row: int) -> DataTable:
@@ -228,13 +241,7 @@ async def test_time_state_import_lands_and_bad_files_change_nothing(make_app, ti
         cut_state.write_bytes(saved.read_bytes()[:-1000])
         for key, bad in (("i", wrong_shape), ("i", garbage), ("i", truncated), ("i", hostile), ("l", cut_state),
                          ("l", foreign)):
-            await pilot.press(key)
-            await answer_prompt(pilot, app, bad)
-            await wait_until(pilot, lambda: any(bad.name in m for m in notice_texts(app)), what=f"{bad.name} refused")
-            message = next(m for m in notice_texts(app) if bad.name in m)
-            assert "\n" not in message and "Traceback" not in message
-            assert app.worker.conversation is conversation and conversation.state is state
-            assert conversation.turns == turns
+            await refused_keeping_the_chat(pilot, app, key, bad, (conversation, state, turns))
         assert not marker.exists()
         assert len(app.chat_pane.views()) == 2
         assert "from other weights" in next(m for m in notice_texts(app) if foreign.name in m)
@@ -397,3 +404,51 @@ async def test_state_actions_run_from_the_palette_and_the_chat(make_app, tmp_pat
         await pilot.pause(0.5)
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the save dialog")
+
+
+async def test_the_load_dialog_refuses_damaged_files_in_one_line_and_keeps_the_chat(
+    make_app, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 19.3: each of these ended the app with a traceback from the load dialog."""
+    import struct
+
+    from tests.helpers import deny_reading
+
+    files = {
+        "empty.state.safetensors": b"",
+        "three.state.safetensors": b"abc",
+        "cut-header.state.safetensors": struct.pack("<Q", 400) + b'{"__metadata__": {"format": "rwkv',
+        "bad-utf8.state.safetensors": struct.pack("<Q", 24) + b'{"__metadata__": "\xff\xfe"}',
+        "huge-header.state.safetensors": struct.pack("<Q", 2**60) + b"{}",
+        "locked.state.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+    }
+    paths = []
+    for name, data in files.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    deny_reading(paths[-1], monkeypatch)
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot, app)
+        await chat(pilot, app, "keep this conversation")
+        conversation = app.worker.conversation
+        kept = (conversation, conversation.state, list(conversation.turns))
+        await pilot.press("f4")
+        for path in paths:
+            await refused_keeping_the_chat(pilot, app, "l", path, kept)
+        assert "permission denied" in next(m for m in notice_texts(app) if "locked" in m).lower()
+        assert len(app.chat_pane.views()) == 2
+
+
+async def test_the_load_dialog_reads_a_time_state_file_in_the_chosen_orientation(make_app, tiny_model, tmp_path: Path) -> None:
+    """What kind of file it is is decided on the engine thread; the orientation travels with the request."""
+    wkv = _random_wkv(tiny_model, 5)
+    zero = tiny_model.zero_state()
+    tuned = export_time_state(tmp_path / "tuned.pth", State(zero.att_x, wkv, zero.ffn_x), orientation=Orientation.TRANSPOSED)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot, app)
+        await pilot.press("f4", "l")
+        await answer_prompt(pilot, app, tuned, "transposed")
+        await wait_until(pilot, lambda: torch.equal(app.worker.conversation.state.wkv, wkv), what="the time_state")

@@ -158,7 +158,7 @@ def _inspect(args: argparse.Namespace) -> int:
                 check_time_state_fits(loaded.state.wkv, model, str(args.file))
             fits = "yes"
         except StateModelMismatchError:
-            fits = "same shapes, other weights (load with --allow-other-model)"
+            fits = "same shapes, other weights (state convert accepts it with --allow-other-model)"
         except StateError as exc:
             fits = f"no: {str(exc).split(': ', 1)[-1]}"
 
@@ -242,7 +242,12 @@ def _inspect_json(path: Path, loaded: _Loaded, stats: StateStats, fits: str | No
 
 def _convert(args: argparse.Namespace) -> int:
     model, _ = _model_from(args, required=False)
-    loaded = _load_any(args.input, args.orientation, model, allow_other_model=args.allow_other_model)
+    try:
+        loaded = _load_any(args.input, args.orientation, model, allow_other_model=args.allow_other_model)
+    except StateModelMismatchError as exc:  # convert is the command that has the flag
+        raise StateModelMismatchError(
+            f"{exc} (convert it anyway with --allow-other-model)", exc.file_fingerprint, exc.model_fingerprint,
+        ) from None
     if args.output.resolve() == args.input.resolve():
         raise StateError(f"{args.output}: refusing to overwrite the input; choose another output name")
     if args.output.suffix.lower() == ".pth":

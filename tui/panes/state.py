@@ -282,12 +282,10 @@ class StatePane(Horizontal):
 
     def action_load(self) -> None:
         def chosen(choice: StateFileChoice | None) -> None:
-            if choice is None:
-                return
-            if state_io.is_state_file(choice.path):
-                self.post_message(EngineRequest(LoadState(choice.path, choice.allow_other_model)))
-            else:  # anything else is read as a state-tuning file, in the chosen orientation
-                self.post_message(EngineRequest(ImportTimeState(choice.path, choice.orientation)))
+            # The engine thread tells state, session and time_state files apart: reading a file
+            # here would block the UI, and its errors are reported there as one line.
+            if choice is not None:
+                self.post_message(EngineRequest(LoadState(choice.path, choice.allow_other_model, choice.orientation)))
 
         note = ("A state file starts a new conversation from it; a session file brings its transcript back; "
                 "a .pth is read as time_state. Checked against the model first.")
