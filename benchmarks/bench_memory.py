@@ -53,7 +53,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MB = 1024 * 1024
-PAGE = os.sysconf("SC_PAGE_SIZE")
 #: Seconds between RSS samples while a phase runs (the app keeps running in between).
 SAMPLE_INTERVAL = 0.1
 #: The byte the chat reply may not write, so that it never writes the turn separator "\n\n".
@@ -177,9 +176,9 @@ async def settle(pilot: Any, meter: RssMeter) -> None:
     await pilot.wait_for_scheduled_animations()
 
 
-def private_dirs() -> Path:
+def private_dirs(parent: Path) -> Path:
     """Config, autosave and log folders of the app's own, so a run never touches the user's."""
-    home = Path(tempfile.mkdtemp(prefix="rwkv-bench-memory-"))
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=parent))
     for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
         os.environ[name] = str(home / name.lower())
     return home
@@ -334,7 +333,7 @@ async def snapshot_phase(args: argparse.Namespace, home: Path, model: Path) -> d
 def run_child(args: argparse.Namespace) -> None:
     from tui.openmp_setup import load_engine_with_passive_openmp
 
-    home = private_dirs()
+    home = private_dirs(args.result.parent)  # inside the parent's temporary folder
     if args.tracemalloc:
         import tracemalloc
 
