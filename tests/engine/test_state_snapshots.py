@@ -165,3 +165,45 @@ def test_rewind_and_fork_check_their_index(tiny_model, tokenizer):
         conversation.fork(5)
     conversation.rewind(0)
     assert conversation.state is conversation.initial_state and conversation.turns == []
+
+
+def _held_bytes(conversation: Conversation) -> int:
+    """Bytes of tensor storage the snapshots keep alive, each storage counted once (a slice keeps
+    its whole storage), the initial state's excluded: what the budget must really bound."""
+    initial = conversation.initial_state
+    free = {t.untyped_storage().data_ptr() for t in (initial.att_x, initial.wkv, initial.ffn_x)}
+    seen: set[int] = set()
+    total = 0
+    for turn in conversation.turns:
+        state = turn.state_before
+        if state is None:
+            continue
+        for tensor in (state.att_x, state.wkv, state.ffn_x, turn.logits_before):
+            if tensor is None:
+                continue
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() in free or storage.data_ptr() in seen:
+                continue
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
+
+
+def test_a_long_chat_holds_no_more_snapshot_memory_than_the_budget(tiny_model, tokenizer):
+    """The budget counts the memory really held, and evicted snapshots are really released."""
+    import gc
+    import weakref
+
+    per_snapshot = tiny_model.info.state_bytes + tiny_model.config.vocab * 4
+    budget = 3 * per_snapshot + per_snapshot // 2
+    conversation = Conversation(tiny_model, tokenizer, _params(), snapshot_budget=budget)
+    released: list[weakref.ref] = []
+    for turn in range(12):
+        conversation.send(f"message number {turn}, a little longer than one token").run()
+        assert conversation.snapshot_bytes <= budget
+        assert _held_bytes(conversation) == conversation.snapshot_bytes
+        released.append(weakref.ref(conversation.turns[-1].state_before.wkv))
+    assert [t.can_rewind for t in conversation.turns] == [True] + [False] * 8 + [True] * 3
+    gc.collect()
+    # Turns 1-8 were evicted: nothing in the engine keeps their states (turn 0's is the initial state).
+    assert [ref() is None for ref in released] == [False] + [True] * 8 + [False] * 3

@@ -234,3 +234,26 @@ def test_save_and_load_the_live_state(worker, tmp_path: Path) -> None:
     error = rec.wait_for(lambda e: isinstance(e, Notice) and e.severity == "error")
     assert "bad.state.safetensors" in error.message and "\n" not in error.message
     assert w.conversation.state.tokens_seen == seen
+
+
+def test_a_long_chat_keeps_snapshots_within_the_budget_and_frees_the_evicted(worker) -> None:
+    """With the State pane's live feed on, over more turns than the budget holds: the numbers the
+    State pane shows stay within the budget, and nothing on the engine thread (the inspector, its
+    feed, the last generation) keeps an evicted snapshot alive."""
+    import gc
+    import weakref
+
+    w, rec = worker
+    w.inspector.watching = True  # as while the State pane is visible
+    model = w.conversation.model
+    per_snapshot = model.info.state_bytes + model.config.vocab * 4
+    w.conversation.set_snapshot_budget(2 * per_snapshot)  # the thread is idle
+    alive = []
+    for turn in range(8):
+        w.submit(Send(f"message {turn}", settings(max_tokens=6)))
+        info = rec.wait_for(lambda e, n=turn + 1: isinstance(e, ConversationInfo) and len(e.turns) == n)
+        assert info.snapshot_budget == 2 * per_snapshot and info.snapshot_bytes <= info.snapshot_budget
+        alive.append(weakref.ref(w.conversation.turns[-1].state_before.wkv))
+    assert info.snapshots_kept == 3  # the first (the initial state, free) and the two newest
+    gc.collect()
+    assert [ref() is None for ref in alive] == [False] + [True] * 5 + [False] * 2
