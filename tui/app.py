@@ -10,6 +10,8 @@ deltas in between. So the UI's work depends on its update rate, never on how fas
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -60,6 +62,11 @@ GIL_SWITCH_INTERVAL = 0.0002
 #: Seconds to wait after the last settings change before writing the config file.
 SAVE_DELAY = 0.5
 PANES = ("chat", "music", "state")
+#: Signals that end the app the way Ctrl+Q does (final autosave, terminal restored): a service
+#: manager or ``kill`` stopping it, and the terminal closing under it.
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Seconds the exit waits for the engine thread to take its last command (the final autosave).
+ENGINE_EXIT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,15 @@ class RwkvApp(App[int]):
     #: Start typing at once (otherwise the first focusable widget, the tab bar, gets the keys).
     AUTO_FOCUS = "#prompt"
 
-    def __init__(self, options: LaunchOptions | None = None) -> None:
+    def __init__(self, options: LaunchOptions | None = None, *, handle_signals: bool = False) -> None:
+        """``handle_signals``: end cleanly on SIGTERM and SIGHUP (the real app; tests running
+        the app in-process leave the test runner's signals alone)."""
         super().__init__()
         self.options = options or LaunchOptions()
+        self._handle_signals = handle_signals
+        self._terminated_by: int | None = None
+        #: One line each, printed on stderr once the terminal is restored (see run_app).
+        self.exit_messages: list[str] = []
         self.config_file = self.options.config_path or config_path()
         loaded = load_config(self.config_file)
         self.config: AppConfig = loaded.config
@@ -124,7 +137,7 @@ class RwkvApp(App[int]):
             self._startup_problems.append(f"{self.config_file}: unknown theme {self.config.theme!r}; using {DEFAULT_THEME}")
             self.theme = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
         self.set_keymap(self.config.keymap)
-        self.worker = EngineWorker(log_path=log_path())
+        self.worker = EngineWorker(log_path=log_path(), autosave=self.options.autosave)
         self.worker.outbox.on_ready = self._engine_has_events
         #: At most one drain is scheduled at a time; the timer when it waits for the pacer.
         self._drain_pending = False
@@ -165,6 +178,8 @@ class RwkvApp(App[int]):
         return self.query_one("#state-pane", StatePane)
 
     def on_mount(self) -> None:
+        if self._handle_signals:
+            self._install_signal_handlers()
         if self._startup_problems:
             # One notification, however many problems: the first line says what happened.
             more = len(self._startup_problems) - 1
@@ -213,7 +228,35 @@ class RwkvApp(App[int]):
         if self.options.autosave:
             # Queued behind whatever runs now (close() stops a reply first), so it saves the final state.
             self.worker.submit(AutosaveSession())
-        self.worker.close(timeout=10.0)
+        ended = self.worker.close(timeout=ENGINE_EXIT_TIMEOUT)
+        if self.options.autosave:
+            problem = self.worker.autosave_problem
+            if problem is not None:
+                self.exit_messages.append(f"rwkv-tui: the conversation was not autosaved: {problem} "
+                                          "(the previous autosave is kept)")
+            elif not ended:
+                self.exit_messages.append(
+                    f"rwkv-tui: the engine did not stop within {ENGINE_EXIT_TIMEOUT:.0f} s, so the autosave "
+                    "may miss the last moments (it holds the conversation as of its last completed change)"
+                )
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in TERMINATING_SIGNALS:
+            try:
+                loop.add_signal_handler(signum, self._terminate, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or a platform without these signals
+
+    def _terminate(self, signum: int) -> None:
+        """SIGTERM / SIGHUP: leave as Ctrl+Q does, so the conversation is saved and the terminal
+        restored; the exit status says which signal it was (128 + its number, as shells do)."""
+        if self._terminated_by is not None:
+            return  # already on the way out; the final save is under way
+        self._terminated_by = signum
+        self.exit(return_code=128 + signum)
 
     # ------------------------------------------------------------------ engine → UI
 
@@ -479,7 +522,11 @@ class RwkvApp(App[int]):
     def _ask_for_model(self, role: Role) -> None:
         note = ""
         if role == "chat" and self.chat_pane.turn_count:
-            note = "Loading a new chat model starts a new conversation (export this one first: Ctrl+S)."
+            note = (
+                "Loading a new chat model starts a new conversation; this one stays autosaved for its model "
+                "(load that model again to resume it)." if self.options.autosave else
+                "Loading a new chat model starts a new conversation (export this one first: Ctrl+S)."
+            )
         start = str(Path.cwd()) + "/"
 
         def chosen(path: str | None) -> None:
@@ -528,6 +575,11 @@ class RwkvApp(App[int]):
 
 def run_app(args: argparse.Namespace) -> int:
     """Run the full-screen app with the command line's choices; returns the exit status."""
-    app = RwkvApp(LaunchOptions.from_args(args))
+    app = RwkvApp(LaunchOptions.from_args(args), handle_signals=True)
     app.run()
+    for line in app.exit_messages:
+        try:
+            print(line, file=sys.stderr)
+        except OSError:
+            break  # the terminal is gone (SIGHUP)
     return int(app.return_code or 0)
