@@ -479,12 +479,12 @@ class EngineWorker:
         never overwrites the conversation that can still be resumed), and one whose reply is still
         being generated is saved when the reply ends.
         """
-        from engine.session import autosave_path, capture_session, write_autosave
+        from engine.session import autosave_path, capture_autosave, write_autosave
 
         if self.autosaver is None or not conversation.turns:
             return
         try:
-            capture = capture_session(conversation)
+            capture = capture_autosave(conversation)
         except RuntimeError:
             return  # a reply is under way; its end saves
         self.autosaver.submit(autosave_path(conversation.model), partial(write_autosave, capture))

@@ -232,3 +232,17 @@ def test_saving_a_capture_while_a_reply_is_generated_is_refused(tiny_model, toke
         capture_session(conversation)
     generation.run()
     assert len(capture_session(conversation).transcript["turns"]) == 2
+
+
+def test_autosaves_keep_fewer_snapshots_than_a_save_by_hand(tiny_model, tokenizer, monkeypatch):
+    """Autosaves are written after every turn, so they carry a smaller snapshot budget; what they
+    leave out is rebuilt by replay."""
+    import engine.session as session
+
+    conversation, _ = _conversation(tiny_model, tokenizer, 4)
+    per_snapshot = tiny_model.info.state_bytes + tiny_model.config.vocab * 4
+    monkeypatch.setattr(session, "AUTOSAVE_SNAPSHOT_BUDGET", 2 * per_snapshot)
+    assert read_state_info(autosave(conversation)).snapshots == (2, 3)
+    resumed = load_session(autosave_path(tiny_model), tiny_model, tokenizer)
+    resumed.rewind(1, replay=True)
+    assert resumed.state.equal(conversation.turns[1].state_before)
