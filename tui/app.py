@@ -582,4 +582,6 @@ def run_app(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         except OSError:
             break  # the terminal is gone (SIGHUP)
-    return int(app.return_code or 0)
+    code = int(app.return_code or 0)
+    # A conversation that could not be saved is a failure, even after a clean quit.
+    return 1 if code == 0 and app.exit_messages else code

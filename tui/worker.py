@@ -50,7 +50,8 @@ from tui.protocol import (
 STATS_INTERVAL = 0.1
 #: Bytes per read while warming the page cache for a model file (progress granularity).
 READ_CHUNK = 8 * 1024 * 1024
-#: Seconds the final save at exit may take before the app gives up on it (and says so).
+#: Seconds a wait for the autosaves to be written may take (at exit, before another model's
+#: resume offer) before the app gives up on it (and at exit says so).
 FINAL_SAVE_TIMEOUT = 30.0
 
 
@@ -265,7 +266,8 @@ class EngineWorker:
             self._publish_conversation(self.conversation)
             if not command.state_path:
                 if self.autosaver is not None:
-                    self.autosaver.flush()  # the offer must see the save just made, if it was this model's
+                    # The offer must see the save just made, if it was this model's.
+                    self.autosaver.flush(FINAL_SAVE_TIMEOUT)
                 self.inspector.offer_resume(model)
             elif initial_state is not model.bundled_state and _is_session_file(command.state_path):
                 try:  # --state with a session file: its transcript comes back too

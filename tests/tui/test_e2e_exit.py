@@ -1,8 +1,10 @@
-"""End to end: the real ``rwkv-tui`` in tmux, ended by a signal instead of Ctrl+Q (issue 19.5).
+"""End to end: how the real ``rwkv-tui`` in tmux ends, and what the conversation is left as
+(issues 19.5 and 17.4).
 
 SIGTERM (``kill``, a service manager) and SIGHUP (the terminal closing) must end the app as Ctrl+Q
 does: the conversation autosaved and the terminal restored. SIGKILL cannot be handled, so what
-must hold then is that the autosave already has the last finished turn.
+must hold then is that the autosave already has the last finished turn. An autosave that cannot be
+written is said in the app and, at exit, in one line on stderr.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Terminal:
     """A private tmux server with one session running the app; the app's pid comes from a file
     its shell writes before ``exec``, so signals go to the app itself."""
 
-    def __init__(self, tmp_path: Path, model: Path) -> None:
+    def __init__(self, tmp_path: Path, model: Path, state_home: Path | None = None) -> None:
         self.tmp_path = tmp_path
         self.model = model
         self.server = ["tmux", "-L", f"rwkv-sig-{uuid.uuid4().hex[:8]}", "-f", os.devnull]
@@ -42,7 +44,7 @@ class Terminal:
         (config_home / "rwkv-tui" / "config.json").write_text(json.dumps({"sampling": {"max_tokens": 48, "seed": 5}}))
         self.env = {
             **os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(config_home),
-            "XDG_STATE_HOME": str(tmp_path / "xdg-state"), "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+            "XDG_STATE_HOME": str(state_home or tmp_path / "xdg-state"), "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
             "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),
             "TERM": "xterm-256color",
         }
@@ -175,3 +177,21 @@ def test_after_sigkill_the_last_finished_turn_is_already_saved(terminal: Termina
     assert [user for user, _ in saved_turns(terminal)] == [MESSAGE, "and a second one"]
     sessions = Path(terminal.env["XDG_STATE_HOME"]) / "rwkv-tui" / "sessions"
     assert [p.name for p in sessions.iterdir()] == [autosave_path(load_model(terminal.model, device="cpu")).name]
+
+
+def test_an_autosave_that_cannot_be_written_is_said_in_the_app_and_at_exit(tmp_path: Path) -> None:
+    require_tool("tmux")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("where the state folder should be")
+    term = Terminal(tmp_path, letter_model(tmp_path / "letters.pth"), state_home=blocker / "state")
+    try:
+        term.start()
+        term.chat(MESSAGE)
+        term.wait_for(lambda s: "Conversation not autosaved" in s, 30, "the notification")
+        term.keys("C-q")
+        screen = term.wait_for(lambda s: "EXIT=" in s, 30, "the app to exit")
+        lines = [line for line in screen.splitlines() if "not autosaved" in line]
+        assert len(lines) == 1 and lines[0].startswith("rwkv-tui: the conversation was not autosaved: cannot create")
+        assert "EXIT=1" in screen and term.query("alternate_on") == "0"
+    finally:
+        term.close()
