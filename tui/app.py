@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -50,7 +49,8 @@ from tui.theming import load_themes, stylesheets
 from tui.widgets.load_progress import LoadProgress
 from tui.widgets.model_bar import ModelBar
 from tui.widgets.status_line import StatusLine
-from tui.worker import EngineWorker
+from tui.signal_exit import SignalExit
+from tui.worker import FINAL_SAVE_TIMEOUT, EngineWorker
 
 #: Seconds between safety checks of the outbox (normally the engine's wake-up message comes first).
 SAFETY_POLL = 1.0
@@ -62,9 +62,6 @@ GIL_SWITCH_INTERVAL = 0.0002
 #: Seconds to wait after the last settings change before writing the config file.
 SAVE_DELAY = 0.5
 PANES = ("chat", "music", "state")
-#: Signals that end the app the way Ctrl+Q does (final autosave, terminal restored): a service
-#: manager or ``kill`` stopping it, and the terminal closing under it.
-TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: Seconds the exit waits for the engine thread to take its last command (the final autosave).
 ENGINE_EXIT_TIMEOUT = 10.0
 
@@ -115,8 +112,13 @@ class RwkvApp(App[int]):
         the app in-process leave the test runner's signals alone)."""
         super().__init__()
         self.options = options or LaunchOptions()
-        self._handle_signals = handle_signals
-        self._terminated_by: int | None = None
+        self._signal_exit = SignalExit(
+            self._request_exit_from_thread, self._save_without_ui,
+            save_timeout=ENGINE_EXIT_TIMEOUT + FINAL_SAVE_TIMEOUT,
+        ) if handle_signals else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Kept at mount for the signal watchdog, which must not query the DOM from its thread.
+        self._music_pane_for_shutdown: MusicPane | None = None
         #: One line each, printed on stderr once the terminal is restored (see run_app).
         self.exit_messages: list[str] = []
         self.config_file = self.options.config_path or config_path()
@@ -178,8 +180,10 @@ class RwkvApp(App[int]):
         return self.query_one("#state-pane", StatePane)
 
     def on_mount(self) -> None:
-        if self._handle_signals:
-            self._install_signal_handlers()
+        self._loop = asyncio.get_running_loop()
+        self._music_pane_for_shutdown = self.music_pane
+        if self._signal_exit is not None:
+            self._signal_exit.install()
         if self._startup_problems:
             # One notification, however many problems: the first line says what happened.
             more = len(self._startup_problems) - 1
@@ -225,6 +229,14 @@ class RwkvApp(App[int]):
         if self._save_timer is not None:
             self._save_timer.stop()
             self._save_config()
+        if self._signal_exit is not None:
+            self._signal_exit.unmounting()
+        self._finish_engine()
+        if self._signal_exit is not None:
+            self._signal_exit.saved()
+
+    def _finish_engine(self) -> None:
+        """The final autosave and the engine's end; what went wrong goes to ``exit_messages``."""
         if self.options.autosave:
             # Queued behind whatever runs now (close() stops a reply first), so it saves the final state.
             self.worker.submit(AutosaveSession())
@@ -240,23 +252,23 @@ class RwkvApp(App[int]):
                     "may miss the last moments (it holds the conversation as of its last completed change)"
                 )
 
-    # ------------------------------------------------------------------ signals
+    # ------------------------------------------------------------------ signals (tui.signal_exit)
 
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in TERMINATING_SIGNALS:
-            try:
-                loop.add_signal_handler(signum, self._terminate, signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or a platform without these signals
+    def _request_exit_from_thread(self, status: int) -> None:
+        """SIGTERM / SIGHUP: leave as Ctrl+Q does (called on the signal watchdog's thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(partial(self.exit, None, status))
 
-    def _terminate(self, signum: int) -> None:
-        """SIGTERM / SIGHUP: leave as Ctrl+Q does, so the conversation is saved and the terminal
-        restored; the exit status says which signal it was (128 + its number, as shells do)."""
-        if self._terminated_by is not None:
-            return  # already on the way out; the final save is under way
-        self._terminated_by = signum
-        self.exit(return_code=128 + signum)
+    def _save_without_ui(self) -> None:
+        """The UI could not start its exit (its terminal is gone): save with the engine alone,
+        silence the music, and say what went wrong where it can still be read."""
+        try:
+            music = self._music_pane_for_shutdown
+            if music is not None:
+                music.shutdown()  # threads and MIDI ports only: no widget is touched
+        finally:
+            self._finish_engine()
+            print_exit_messages(self.exit_messages)
 
     # ------------------------------------------------------------------ engine → UI
 
@@ -577,11 +589,16 @@ def run_app(args: argparse.Namespace) -> int:
     """Run the full-screen app with the command line's choices; returns the exit status."""
     app = RwkvApp(LaunchOptions.from_args(args), handle_signals=True)
     app.run()
-    for line in app.exit_messages:
-        try:
-            print(line, file=sys.stderr)
-        except OSError:
-            break  # the terminal is gone (SIGHUP)
+    print_exit_messages(app.exit_messages)
     code = int(app.return_code or 0)
     # A conversation that could not be saved is a failure, even after a clean quit.
     return 1 if code == 0 and app.exit_messages else code
+
+
+def print_exit_messages(lines: list[str]) -> None:
+    """On stderr, once the terminal is back (or gone: then there is nobody to tell)."""
+    for line in lines:
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            break

@@ -34,14 +34,14 @@ class Terminal:
     """A private tmux server with one session running the app; the app's pid comes from a file
     its shell writes before ``exec``, so signals go to the app itself."""
 
-    def __init__(self, tmp_path: Path, model: Path, state_home: Path | None = None) -> None:
+    def __init__(self, tmp_path: Path, model: Path, state_home: Path | None = None, max_tokens: int = 48) -> None:
         self.tmp_path = tmp_path
         self.model = model
         self.server = ["tmux", "-L", f"rwkv-sig-{uuid.uuid4().hex[:8]}", "-f", os.devnull]
         self.session = f"rwkv-sig-{uuid.uuid4().hex[:8]}"
         config_home = tmp_path / "xdg-config"
         (config_home / "rwkv-tui").mkdir(parents=True, exist_ok=True)
-        (config_home / "rwkv-tui" / "config.json").write_text(json.dumps({"sampling": {"max_tokens": 48, "seed": 5}}))
+        (config_home / "rwkv-tui" / "config.json").write_text(json.dumps({"sampling": {"max_tokens": max_tokens, "seed": 5}}))
         self.env = {
             **os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(config_home),
             "XDG_STATE_HOME": str(state_home or tmp_path / "xdg-state"), "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
@@ -156,12 +156,23 @@ def test_a_signal_saves_the_conversation_and_restores_the_terminal(terminal: Ter
         terminal.wait_for(lambda s: MESSAGE in s and "Resumed 1 turn" in s, 30, "the resumed transcript")
 
 
-def test_closing_the_terminal_saves_the_conversation(terminal: Terminal) -> None:
-    pid = terminal.start()
-    terminal.chat(MESSAGE)
-    terminal.close()  # the pty goes away: the kernel hangs the app up
-    wait_gone(pid, 30)
-    assert [user for user, _ in saved_turns(terminal)] == [MESSAGE]
+def test_closing_the_terminal_mid_reply_saves_the_conversation(tmp_path: Path) -> None:
+    """The terminal goes away while a reply streams: the app gets SIGHUP with no terminal to draw
+    on (its UI may never manage to exit), stops the reply, saves it and ends."""
+    require_tool("tmux")
+    term = Terminal(tmp_path, letter_model(tmp_path / "letters.pth"), max_tokens=1_000_000)
+    try:
+        pid = term.start()
+        term.keys(MESSAGE)
+        term.wait_for(lambda s: MESSAGE in s, 10, "the typed text")
+        term.keys("Enter")
+        term.wait_for(lambda s: "● generating" in s, 30, "the reply to stream")
+    finally:
+        term.close()  # the pty goes away: the kernel hangs the app up
+    wait_gone(pid, 60)
+    turns = saved_turns(term)
+    assert [user for user, _ in turns] == [MESSAGE]
+    assert turns[0][1] and set(turns[0][1]) <= set(LETTERS.decode())  # the part that streamed
 
 
 def test_after_sigkill_the_last_finished_turn_is_already_saved(terminal: Terminal) -> None:
