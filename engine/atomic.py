@@ -3,18 +3,31 @@
 The data goes to a temporary file in the destination's own directory (so the final rename
 stays on one file system and is atomic), is flushed to disk, and only then replaces the
 destination. Readers see either the old file or the new one, never a mixture.
+
+A process killed mid-write leaves its temporary file behind. The temporary file's name carries
+the writer's pid (``.NAME.PID.RANDOM.tmp``), so :func:`remove_stale_temps` can tell a dead
+writer's leftover from a save another running instance is making right now.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable, TypeVar
 
 from engine.errors import EngineError
 
 E = TypeVar("E", bound=EngineError)
+
+#: Seconds after which a temporary file nobody writes to is stale whoever made it: no save takes
+#: that long, so this also covers a pid reused by another process and files from older versions.
+STALE_TEMP_AGE = 3600.0
+#: ``.NAME.PID.RANDOM.tmp`` (PID absent in files from versions before it was added); RANDOM is
+#: tempfile's 8 characters.
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+?)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
 
 
 #: Mode for files that hold private data (conversations, states): readable by the user alone.
@@ -62,7 +75,7 @@ def atomic_write(
         raise error(f"cannot write {path}: folder {directory} does not exist")
     tmp_name: str | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -112,3 +125,54 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temps(directory: str | Path, *, older_than: float = STALE_TEMP_AGE) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``directory``; return them.
+
+    A temporary file is stale when the process named in it no longer exists, or when nothing
+    has written to it for ``older_than`` seconds. A temporary file of a save in progress (its
+    writer alive, written to recently) is kept, so this is safe while other instances run.
+    Errors (an unreadable folder, a file removed meanwhile) are ignored: this is housekeeping.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            pid = match.group("pid")
+            stale = (pid is not None and not _process_exists(int(pid))) or (
+                now - entry.stat(follow_symlinks=False).st_mtime > older_than
+            )
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we wrote: leave it to the age rule
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OSError:
+        return True
+    return True

@@ -6,9 +6,11 @@ the live state, so ``rwkv-tui --state FILE`` can continue from it like from any 
 tokens a session does not need to store every snapshot: snapshots left out of the file (to
 keep autosaves small) are rebuilt bit-exactly by replay when the user rewinds that far.
 
-The app autosaves one session per model (keyed by the model's fingerprint) on exit, and on
-start offers to resume it: :func:`autosave_path`, :func:`find_autosave`, :func:`save_session`,
-:func:`load_session`.
+The app autosaves one session per model (keyed by the model's fingerprint) after every change
+to the conversation and on exit, and on start offers to resume it: :func:`autosave_path`,
+:func:`find_autosave`, :func:`save_session`, :func:`load_session`. To save without holding up
+the thread that owns the conversation, :func:`capture_session` takes a cheap picture of it and
+:func:`write_session` / :func:`write_autosave` write that picture on any other thread.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import platformdirs
 import torch
 
+from engine.atomic import remove_stale_temps
 from engine.chat import DEFAULT_SNAPSHOT_BUDGET, Conversation, ThinkMode, Turn
 from engine.errors import EngineError, StateError
 from engine.generate import GenerationStats, StopReason
@@ -36,6 +39,9 @@ SESSION_VERSION = 1
 #: Bytes of snapshots (besides a non-zero initial state) written into a session file, newest
 #: first; older ones are rebuilt by replay if ever needed.
 DEFAULT_FILE_SNAPSHOT_BUDGET = 128 * 1024 * 1024
+#: The same for autosaves, which are written after every turn: serialising holds Python's lock
+#: for about 0.5 ms per MB (a pause in a reply that streams meanwhile), so they stay smaller.
+AUTOSAVE_SNAPSHOT_BUDGET = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,18 +65,32 @@ class SessionSummary:
 # ---------------------------------------------------------------------------------- saving
 
 
-def save_session(
-    path: str | Path,
-    conversation: Conversation,
-    *,
-    snapshot_budget: int = DEFAULT_FILE_SNAPSHOT_BUDGET,
-    dtype: str = "fp32",
-) -> Path:
-    """Write ``conversation`` to ``path`` atomically.
+@dataclass(frozen=True)
+class SessionCapture:
+    """A conversation as it was at one moment, ready to be written by any thread.
+
+    States are immutable values, so holding references to them is enough; everything mutable
+    (turns, token lists) is copied. The app captures on the engine thread, which owns the
+    conversation, and writes on a background thread while the conversation moves on.
+    """
+
+    model: Any
+    live: State
+    logits: torch.Tensor | None
+    history: list[int]
+    transcript: dict[str, Any]
+    snapshots: dict[int, tuple[State, torch.Tensor | None]]
+
+
+def capture_session(
+    conversation: Conversation, *, snapshot_budget: int = DEFAULT_FILE_SNAPSHOT_BUDGET
+) -> SessionCapture:
+    """Take what :func:`write_session` needs from ``conversation``; cheap (no tensor is copied
+    for a CPU model). Raises RuntimeError while a reply is being generated (its state is not
+    final yet).
 
     Snapshots go in newest first while they fit ``snapshot_budget`` bytes; a non-zero initial
-    state is always included because nothing could rebuild it. Raises RuntimeError while a
-    reply is being generated (its state is not final yet).
+    state is always included because nothing could rebuild it.
     """
     if conversation._busy():
         raise RuntimeError("cannot save a conversation while a reply is being generated")
@@ -101,12 +121,70 @@ def save_session(
         "snapshot_budget": conversation.snapshot_budget,
         "turns": [_turn_to_dict(t) for t in conversation.turns],
     }
-    history = [token for turn in conversation.turns for token in turn.fed_tokens]
-    live = conversation.state.to("cpu")
-    return save_state(
-        path, live, conversation.model, tokens=history, logits=conversation.logits,
-        transcript=transcript, snapshots=snapshots, kind="session", dtype=dtype,
+    logits = conversation.logits
+    return SessionCapture(
+        model=conversation.model,
+        live=conversation.state.to("cpu"),
+        logits=logits.to("cpu") if logits is not None else None,
+        history=[token for turn in conversation.turns for token in turn.fed_tokens],
+        transcript=transcript,
+        snapshots=snapshots,
     )
+
+
+def write_session(path: str | Path, capture: SessionCapture, *, dtype: str = "fp32") -> Path:
+    """Write a captured conversation to ``path`` atomically (safe on any thread)."""
+    live, logits, snapshots = _unshared(capture.live, capture.logits, capture.snapshots)
+    return save_state(
+        path, live, capture.model, tokens=capture.history, logits=logits,
+        transcript=capture.transcript, snapshots=snapshots, kind="session", dtype=dtype,
+    )
+
+
+def save_session(
+    path: str | Path,
+    conversation: Conversation,
+    *,
+    snapshot_budget: int = DEFAULT_FILE_SNAPSHOT_BUDGET,
+    dtype: str = "fp32",
+) -> Path:
+    """Write ``conversation`` to ``path`` atomically (see :func:`capture_session`)."""
+    return write_session(path, capture_session(conversation, snapshot_budget=snapshot_budget), dtype=dtype)
+
+
+def _unshared(
+    live: State, logits: torch.Tensor | None, snapshots: dict[int, tuple[State, torch.Tensor | None]]
+) -> tuple[State, torch.Tensor | None, dict[int, tuple[State, torch.Tensor | None]]]:
+    """The same states and logits, with a copy wherever one shares memory with another.
+
+    A conversation shares one State between the live state and its snapshots whenever a turn
+    changed nothing (stopped before its first token) and between branches; that is by design,
+    but a file stores every tensor on its own and safetensors refuses aliased ones.
+    """
+    seen: set[int] = set()
+
+    def own(tensor: torch.Tensor) -> torch.Tensor:
+        key = tensor.untyped_storage().data_ptr()
+        if not tensor.numel():
+            return tensor
+        if key in seen:
+            return tensor.clone()
+        seen.add(key)
+        return tensor
+
+    def own_state(state: State) -> State:
+        parts = [own(state.att_x), own(state.wkv), own(state.ffn_x)]
+        if all(a is b for a, b in zip(parts, (state.att_x, state.wkv, state.ffn_x))):
+            return state
+        return State(*parts, tokens_seen=state.tokens_seen, meta=dict(state.meta))
+
+    def own_logits(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else own(tensor)
+
+    live = own_state(live)
+    logits = own_logits(logits)
+    out = {index: (own_state(state), own_logits(snap_logits)) for index, (state, snap_logits) in snapshots.items()}
+    return live, logits, out
 
 
 def _turn_to_dict(turn: Turn) -> dict[str, Any]:
@@ -307,9 +385,25 @@ def autosave_path(model: Any) -> Path:
 
 def autosave(conversation: Conversation) -> Path:
     """Save ``conversation`` as this model's autosave (creating the folder if needed)."""
-    path = autosave_path(conversation.model)
+    return write_autosave(capture_autosave(conversation))
+
+
+def capture_autosave(conversation: Conversation) -> SessionCapture:
+    """:func:`capture_session` with the autosave's snapshot budget."""
+    return capture_session(conversation, snapshot_budget=AUTOSAVE_SNAPSHOT_BUDGET)
+
+
+def write_autosave(capture: SessionCapture) -> Path:
+    """Write a captured conversation as its model's autosave (safe on any thread)."""
+    path = autosave_path(capture.model)
     _private_folder(path.parent)
-    return save_session(path, conversation)
+    return write_session(path, capture)
+
+
+def remove_stale_autosave_temps() -> list[Path]:
+    """Delete what autosaves killed mid-write left in the sessions folder (see
+    ``engine.atomic.remove_stale_temps``: saves other running instances are making are kept)."""
+    return remove_stale_temps(sessions_dir())
 
 
 def _private_folder(folder: Path) -> None:

@@ -10,6 +10,7 @@ deltas in between. So the UI's work depends on its update rate, never on how fas
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -52,7 +53,8 @@ from tui.theming import load_themes, stylesheets
 from tui.widgets.load_progress import LoadProgress
 from tui.widgets.model_bar import ModelBar
 from tui.widgets.status_line import StatusLine
-from tui.worker import EngineWorker
+from tui.signal_exit import SignalExit
+from tui.worker import FINAL_SAVE_TIMEOUT, EngineWorker
 
 #: Seconds between safety checks of the outbox (normally the engine's wake-up message comes first).
 SAFETY_POLL = 1.0
@@ -64,6 +66,8 @@ GIL_SWITCH_INTERVAL = 0.0002
 #: Seconds to wait after the last settings change before writing the config file.
 SAVE_DELAY = 0.5
 PANES = ("chat", "music", "state")
+#: Seconds the exit waits for the engine thread to take its last command (the final autosave).
+ENGINE_EXIT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,20 @@ class RwkvApp(App[int]):
     #: Start typing at once (otherwise the first focusable widget, the tab bar, gets the keys).
     AUTO_FOCUS = "#prompt"
 
-    def __init__(self, options: LaunchOptions | None = None) -> None:
+    def __init__(self, options: LaunchOptions | None = None, *, handle_signals: bool = False) -> None:
+        """``handle_signals``: end cleanly on SIGTERM and SIGHUP (the real app; tests running
+        the app in-process leave the test runner's signals alone)."""
         super().__init__()
         self.options = options or LaunchOptions()
+        self._signal_exit = SignalExit(
+            self._request_exit_from_thread, self._save_without_ui,
+            save_timeout=ENGINE_EXIT_TIMEOUT + FINAL_SAVE_TIMEOUT,
+        ) if handle_signals else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Kept at mount for the signal watchdog, which must not query the DOM from its thread.
+        self._music_pane_for_shutdown: MusicPane | None = None
+        #: One line each, printed on stderr once the terminal is restored (see run_app).
+        self.exit_messages: list[str] = []
         self.config_file = self.options.config_path or config_path()
         loaded = load_config(self.config_file)
         self.config: AppConfig = loaded.config
@@ -128,7 +143,7 @@ class RwkvApp(App[int]):
             self._startup_problems.append(f"{self.config_file}: unknown theme {self.config.theme!r}; using {DEFAULT_THEME}")
             self.theme = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
         self.set_keymap(self.config.keymap)
-        self.worker = EngineWorker(log_path=log_path())
+        self.worker = EngineWorker(log_path=log_path(), autosave=self.options.autosave)
         self.worker.outbox.on_ready = self._engine_has_events
         #: At most one drain is scheduled at a time; the timer when it waits for the pacer.
         self._drain_pending = False
@@ -169,6 +184,10 @@ class RwkvApp(App[int]):
         return self.query_one("#state-pane", StatePane)
 
     def on_mount(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._music_pane_for_shutdown = self.music_pane
+        if self._signal_exit is not None:
+            self._signal_exit.install()
         if self._startup_problems:
             # One notification, however many problems: the first line says what happened.
             more = len(self._startup_problems) - 1
@@ -214,10 +233,46 @@ class RwkvApp(App[int]):
         if self._save_timer is not None:
             self._save_timer.stop()
             self._save_config()
+        if self._signal_exit is not None:
+            self._signal_exit.unmounting()
+        self._finish_engine()
+        if self._signal_exit is not None:
+            self._signal_exit.saved()
+
+    def _finish_engine(self) -> None:
+        """The final autosave and the engine's end; what went wrong goes to ``exit_messages``."""
         if self.options.autosave:
             # Queued behind whatever runs now (close() stops a reply first), so it saves the final state.
             self.worker.submit(AutosaveSession())
-        self.worker.close(timeout=10.0)
+        ended = self.worker.close(timeout=ENGINE_EXIT_TIMEOUT)
+        if self.options.autosave:
+            problem = self.worker.autosave_problem
+            if problem is not None:
+                self.exit_messages.append(f"rwkv-tui: the conversation was not autosaved: {problem} "
+                                          "(the previous autosave is kept)")
+            elif not ended:
+                self.exit_messages.append(
+                    f"rwkv-tui: the engine did not stop within {ENGINE_EXIT_TIMEOUT:.0f} s, so the autosave "
+                    "may miss the last moments (it holds the conversation as of its last completed change)"
+                )
+
+    # ------------------------------------------------------------------ signals (tui.signal_exit)
+
+    def _request_exit_from_thread(self, status: int) -> None:
+        """SIGTERM / SIGHUP: leave as Ctrl+Q does (called on the signal watchdog's thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(partial(self.exit, None, status))
+
+    def _save_without_ui(self) -> None:
+        """The UI could not start its exit (its terminal is gone): save with the engine alone,
+        silence the music, and say what went wrong where it can still be read."""
+        try:
+            music = self._music_pane_for_shutdown
+            if music is not None:
+                music.shutdown()  # threads and MIDI ports only: no widget is touched
+        finally:
+            self._finish_engine()
+            print_exit_messages(self.exit_messages)
 
     # ------------------------------------------------------------------ engine → UI
 
@@ -483,7 +538,11 @@ class RwkvApp(App[int]):
     def _ask_for_model(self, role: Role) -> None:
         note = ""
         if role == "chat" and self.chat_pane.turn_count:
-            note = "Loading a new chat model starts a new conversation (export this one first: Ctrl+S)."
+            note = (
+                "Loading a new chat model starts a new conversation; this one stays autosaved for its model "
+                "(load that model again to resume it)." if self.options.autosave else
+                "Loading a new chat model starts a new conversation (export this one first: Ctrl+S)."
+            )
         start = str(Path.cwd()) + "/"
 
         def chosen(path: str | None, role: Role = role) -> None:
@@ -559,6 +618,18 @@ class RwkvApp(App[int]):
 
 def run_app(args: argparse.Namespace) -> int:
     """Run the full-screen app with the command line's choices; returns the exit status."""
-    app = RwkvApp(LaunchOptions.from_args(args))
+    app = RwkvApp(LaunchOptions.from_args(args), handle_signals=True)
     app.run()
-    return int(app.return_code or 0)
+    print_exit_messages(app.exit_messages)
+    code = int(app.return_code or 0)
+    # A conversation that could not be saved is a failure, even after a clean quit.
+    return 1 if code == 0 and app.exit_messages else code
+
+
+def print_exit_messages(lines: list[str]) -> None:
+    """On stderr, once the terminal is back (or gone: then there is nobody to tell)."""
+    for line in lines:
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            break

@@ -45,7 +45,7 @@ def build_parser(commands: Sequence[ModuleType]) -> argparse.ArgumentParser:
     parser.add_argument("--state-orientation", choices=("as-stored", "transposed"), default="as-stored",
                         help="how the matrices of a time_state file given to --state are read (default: as-stored)")
     parser.add_argument("--no-autosave", action="store_true",
-                        help="do not save the conversation on exit, and do not offer to resume one")
+                        help="do not autosave the conversation, and do not offer to resume one")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in commands:
         command_parser = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)

@@ -23,7 +23,7 @@ from engine import Conversation, EngineError, Generation, State
 from engine.errors import StateError
 from engine.state_stats import LiveStateFeed, state_diff, state_stats
 from tui.protocol import (
-    AutosaveSession, BranchesInfo, Command, DiffStates, Event, ExportTimeState, Fork, ImportTimeState,
+    BranchesInfo, Command, DiffStates, Event, ExportTimeState, Fork, ImportTimeState,
     InspectorUpdate, Notice, ResumeSession, SessionAvailable, StateDiffReady, StateRef, SwitchBranch,
     TranscriptReplaced,
 )
@@ -115,8 +115,6 @@ class EngineInspector:
             self._import(conversation, command)
         elif isinstance(command, ExportTimeState):
             self._export(conversation, command)
-        elif isinstance(command, AutosaveSession):
-            self.autosave(conversation)
         elif isinstance(command, ResumeSession):
             self._resume(conversation, command.path, command.allow_other_model)
 
@@ -215,15 +213,6 @@ class EngineInspector:
         lost = token_shift_magnitude(conversation.state)
         note = " (token-shift vectors are not part of the format and were left out)" if lost > 0 else ""
         self._emit(Notice("information", f"Exported the WKV state as time_state ({command.orientation}) to {written}{note}"))
-
-    def autosave(self, conversation: Conversation | None = None) -> Path | None:
-        """Save the conversation for resuming next time; an empty one leaves the old autosave alone."""
-        from engine.session import autosave
-
-        conversation = conversation or self._worker.conversation
-        if conversation is None or not conversation.turns:
-            return None
-        return autosave(conversation)
 
     def offer_resume(self, model: object) -> None:
         """After a chat model loads: say so if this model has an autosaved session."""

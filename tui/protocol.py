@@ -166,7 +166,8 @@ class ExportTimeState:
 
 @dataclass(frozen=True)
 class AutosaveSession:
-    """Save the live state and transcript as this model's autosave (sent when the app exits)."""
+    """Save the conversation as this model's autosave now and wait until it is written (the final
+    save, sent when the app exits; the engine also autosaves in the background after every change)."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ Command = Union[
     SwitchBranch, ImportTimeState, ExportTimeState, AutosaveSession, ResumeSession, _Shutdown,
 ]
 #: Commands the state inspector's side of the engine thread (``tui.inspector``) answers.
-STATE_COMMANDS = (DiffStates, Fork, SwitchBranch, ImportTimeState, ExportTimeState, AutosaveSession, ResumeSession)
+STATE_COMMANDS = (DiffStates, Fork, SwitchBranch, ImportTimeState, ExportTimeState, ResumeSession)
 _GENERATING_COMMANDS = (Send, Regenerate, Edit)
 
 

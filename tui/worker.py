@@ -8,6 +8,11 @@ Stopping is not a queued command: :meth:`EngineWorker.stop` cancels the running 
 directly (the engine checks the flag after every token) and discards generation commands that
 were queued before it.
 
+Autosave (when enabled): after every change to the conversation (a finished or stopped turn, a
+rewind, a fork…) the engine thread captures it and a :class:`~tui.autosaver.Autosaver` writes it
+on its own thread, so saving never holds up the next reply. :class:`~tui.protocol.AutosaveSession`
+is the final save at exit, and :meth:`EngineWorker.close` waits until it is written.
+
 Nothing here imports Textual, so the worker is tested on its own with a real model.
 """
 
@@ -18,6 +23,7 @@ import os
 import queue
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import engine
@@ -27,10 +33,12 @@ from engine.chat import clean_message
 from engine.catalog import resolve_model_path
 from engine.demo_models import demo_model_path
 from engine.errors import StateModelMismatchError
+from tui.autosaver import Autosaver
 from tui.failures import report_failure
 from tui.inspector import EngineInspector
 from tui.protocol import (
-    _GENERATING_COMMANDS, STATE_COMMANDS, ChatSettings, Command, ConversationInfo, Edit, Event, Export, LoadModel,
+    _GENERATING_COMMANDS, STATE_COMMANDS, AutosaveSession, ChatSettings, Command, ConversationInfo, Edit, Event,
+    Export, LoadModel,
     ModelLoaded, ModelLoadFailed, ModelLoading, ModelSummary, NewConversation, Notice, Outbox,
     LoadState, PromptRejected, Regenerate, ReplyDelta, ReplyFailed, ReplyFinished, ResumeSession, Rewind, Role,
     SaveState, Send,
@@ -43,12 +51,15 @@ from tui.protocol import (
 STATS_INTERVAL = 0.1
 #: Bytes per read while warming the page cache for a model file (progress granularity).
 READ_CHUNK = 8 * 1024 * 1024
+#: Seconds a wait for the autosaves to be written may take (at exit, before another model's
+#: resume offer) before the app gives up on it (and at exit says so).
+FINAL_SAVE_TIMEOUT = 30.0
 
 
 class EngineWorker:
     """Owns the engine on one thread. Create, :meth:`start`, :meth:`submit`, :meth:`drain`, :meth:`close`."""
 
-    def __init__(self, log_path: Path | None = None) -> None:
+    def __init__(self, log_path: Path | None = None, autosave: bool = False) -> None:
         self.outbox = Outbox()
         self._commands: queue.Queue[tuple[int, Command]] = queue.Queue()
         self._sequence = itertools.count(1)
@@ -62,6 +73,10 @@ class EngineWorker:
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rwkv-engine", daemon=True)
         self._log_path = log_path
+        #: Writes the autosave after every change to the conversation (None: autosave is off).
+        self.autosaver = Autosaver(self._autosave_done) if autosave else None
+        #: Why the latest autosave failed (one line), None once one succeeds; set on the saver thread.
+        self.autosave_problem: str | None = None
         # Owned by the engine thread only:
         self.chat_model: Model | None = None
         self.chat_tokenizer: Tokenizer | None = None
@@ -108,13 +123,20 @@ class EngineWorker:
         """Whether every command submitted so far has been carried out (its events are queued)."""
         return self._done_through >= self._last_submitted
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop generating and end the thread (called when the app exits)."""
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop generating and end the thread (called when the app exits), then wait for the
+        autosaves still to be written (up to :data:`FINAL_SAVE_TIMEOUT`). False when the thread did
+        not end within ``timeout`` seconds, or the saves did not finish."""
         self._closing.set()
         self.stop()
         self._commands.put((0, _Shutdown()))
         if self._thread.is_alive():
             self._thread.join(timeout)
+        ended = not self._thread.is_alive()
+        if self.autosaver is not None and not self.autosaver.close(FINAL_SAVE_TIMEOUT):
+            self.autosave_problem = f"the autosave did not finish within {FINAL_SAVE_TIMEOUT:.0f} s"
+            ended = False
+        return ended
 
     # ------------------------------------------------------------------ engine thread
 
@@ -122,6 +144,8 @@ class EngineWorker:
         self.outbox.put(event)
 
     def _run(self) -> None:
+        if self.autosaver is not None:
+            self._remove_stale_autosave_temps()
         while True:
             seq, command = self._commands.get()
             self._current_seq = seq
@@ -192,6 +216,8 @@ class EngineWorker:
             self._save_state(command)
         elif isinstance(command, LoadState):
             self._load_state(command)
+        elif isinstance(command, AutosaveSession):
+            self._final_save()
         elif isinstance(command, STATE_COMMANDS):
             self.inspector.handle(command)
 
@@ -221,10 +247,13 @@ class EngineWorker:
             if command.state_path:
                 try:
                     initial_state = self._read_state_file(command.state_path, model, command.state_orientation)
-                except EngineError as exc:
-                    # The model is fine: start from its own initial state and say why.
-                    self._emit(Notice("error", f"{exc}; starting from the model's initial state"))
+                except Exception as exc:  # whatever the file does, the model is fine and loads
+                    self._emit(Notice("error", f"{self._state_file_problem(command.state_path, exc)}; "
+                                               "starting from the model's initial state"))
             previous = self.conversation
+            if previous is not None:
+                # The previous model's conversation stays resumable: it is its model's autosave.
+                self._autosave(previous)
             self.chat_model, self.chat_tokenizer = model, tokenizer
             self.conversation = Conversation(
                 model, tokenizer,
@@ -237,6 +266,9 @@ class EngineWorker:
             self._emit(TranscriptReplaced(()))
             self._publish_conversation(self.conversation)
             if not command.state_path:
+                if self.autosaver is not None:
+                    # The offer must see the save just made, if it was this model's.
+                    self.autosaver.flush(FINAL_SAVE_TIMEOUT)
                 self.inspector.offer_resume(model)
             elif initial_state is not model.bundled_state and _is_session_file(command.state_path):
                 try:  # --state with a session file: its transcript comes back too
@@ -280,6 +312,14 @@ class EngineWorker:
                 pass  # the engine's loader reports unreadable files properly
         self._emit(ModelLoading(role, str(path), "building the model", None, size))
         return engine.load_model(path, device=device, dtype=dtype)
+
+    def _state_file_problem(self, path: str, exc: BaseException) -> str:
+        """One line on why the ``--state`` file could not be used."""
+        if isinstance(exc, EngineError):
+            return str(exc)
+        if isinstance(exc, OSError):
+            return f"{path}: cannot read it ({exc.strerror or exc})"
+        return self._report_failure(exc)
 
     @staticmethod
     def _read_state_file(
@@ -432,6 +472,51 @@ class EngineWorker:
             snapshot_budget=conversation.snapshot_budget,
         ))
         self.inspector.after_change(conversation)
+        self._autosave(conversation)
+
+    # ------------------------------------------------------------------ autosave
+
+    def _autosave(self, conversation: Conversation) -> None:
+        """Have ``conversation`` written as its model's autosave, in the background.
+
+        An empty conversation leaves the autosave as it is (a new chat, or a rewind to the start,
+        never overwrites the conversation that can still be resumed), and one whose reply is still
+        being generated is saved when the reply ends.
+        """
+        from engine.session import autosave_path, capture_autosave, write_autosave
+
+        if self.autosaver is None or not conversation.turns:
+            return
+        try:
+            capture = capture_autosave(conversation)
+        except RuntimeError:
+            return  # a reply is under way; its end saves
+        self.autosaver.submit(autosave_path(conversation.model), partial(write_autosave, capture))
+
+    def _final_save(self) -> None:
+        """Save the conversation as it is now (the app is exiting: :meth:`close` waits for the write)."""
+        if self.conversation is not None:
+            self._autosave(self.conversation)
+
+    def _autosave_done(self, path: Path, error: BaseException | None) -> None:
+        """After each autosave (saver thread): say when saving starts failing and when it works again."""
+        if error is None:
+            if self.autosave_problem is not None:
+                self._emit(Notice("information", f"Autosaved the conversation again ({path})"))
+            self.autosave_problem = None
+            return
+        problem = str(error) if isinstance(error, EngineError) else self._report_failure(error)
+        if problem != self.autosave_problem:  # once per kind of failure, not after every turn
+            self._emit(Notice("error", f"Conversation not autosaved: {problem} (the previous autosave is kept)"))
+        self.autosave_problem = problem
+
+    def _remove_stale_autosave_temps(self) -> None:
+        from engine.session import remove_stale_autosave_temps
+
+        try:
+            remove_stale_autosave_temps()
+        except Exception as exc:  # housekeeping must never stop the engine
+            self._report_failure(exc)
 
     def _export(self, command: Export) -> None:
         conversation = self._require_conversation()
@@ -448,7 +533,7 @@ def _is_session_file(path: str) -> bool:
     try:
         target = Path(path).expanduser()
         return state_io.is_state_file(target) and state_io.read_state_info(target).kind == "session"
-    except EngineError:
+    except (EngineError, OSError):
         return False
 
 

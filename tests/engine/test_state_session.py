@@ -283,3 +283,79 @@ def test_an_autosave_from_an_earlier_version_is_still_offered(tiny_model, tokeni
     assert summary is not None and summary.path == older and summary.turns == 2
     resumed = load_session(summary.path, tiny_model, tokenizer)
     assert resumed.state.equal(conversation.state)
+
+
+def test_a_turn_stopped_before_its_first_token_saves_and_resumes(tmp_path, tiny_model, tokenizer):
+    """Issue 19.6: a turn stopped before anything was fed leaves the state as it was, so the live
+    state and the snapshots around that turn are one State object (states are values and are shared
+    on purpose). Saving used to fail with safetensors' "Some tensors share memory"."""
+    original = Conversation(tiny_model, tokenizer, _params())
+    original.send("A").run()
+    original.send("B").run()
+    stopped = original.send("C")
+    stopped.cancel()
+    assert stopped.run().stop_reason.value == "cancelled"
+    assert original.turns[2].state_before is original.state  # shared, not copied
+
+    three = load_session(save_session(tmp_path / "three.state.safetensors", original), tiny_model, tokenizer)
+    assert three.state.equal(original.state) and len(three.turns) == 3
+
+    original.send("D").run()
+    assert original.turns[3].state_before is original.turns[2].state_before
+    resumed = load_session(save_session(tmp_path / "four.state.safetensors", original), tiny_model, tokenizer)
+    assert resumed.to_dict()["turns"] == original.to_dict()["turns"]
+    assert resumed.state.equal(original.state)
+    # Each snapshot came back on its own and rewinding to it is exact.
+    resumed.rewind(3)
+    assert resumed.state.equal(original.turns[3].state_before)
+    resumed.rewind(2)
+    assert resumed.state.equal(original.turns[2].state_before)
+    assert resumed.send("E").run().text == original.edit(2, "E").run().text
+
+
+def test_a_capture_is_written_as_the_conversation_was_when_captured(tmp_path, tiny_model, tokenizer):
+    """The app captures a conversation on the engine thread and writes it on another: whatever the
+    conversation does meanwhile (a new turn, a rewind, evicted snapshots) must not reach the file."""
+    from engine.session import capture_session, write_session
+
+    conversation, _ = _conversation(tiny_model, tokenizer, 3)
+    turns = conversation.to_dict()["turns"]
+    state = conversation.state
+    snapshot_before_last = conversation.turns[2].state_before
+    capture = capture_session(conversation)
+
+    conversation.send(MESSAGES[3]).run()
+    conversation.set_snapshot_budget(0)  # evicts every snapshot it can
+    conversation.rewind(1, replay=True)
+
+    resumed = load_session(write_session(tmp_path / "captured.state.safetensors", capture), tiny_model, tokenizer)
+    assert resumed.to_dict()["turns"] == turns
+    assert resumed.state.equal(state)
+    resumed.rewind(2)
+    assert resumed.state.equal(snapshot_before_last)
+
+
+def test_saving_a_capture_while_a_reply_is_generated_is_refused(tiny_model, tokenizer):
+    from engine.session import capture_session
+
+    conversation = Conversation(tiny_model, tokenizer, _params())
+    conversation.send("first").run()
+    generation = conversation.send("second")
+    with pytest.raises(RuntimeError):
+        capture_session(conversation)
+    generation.run()
+    assert len(capture_session(conversation).transcript["turns"]) == 2
+
+
+def test_autosaves_keep_fewer_snapshots_than_a_save_by_hand(tiny_model, tokenizer, monkeypatch):
+    """Autosaves are written after every turn, so they carry a smaller snapshot budget; what they
+    leave out is rebuilt by replay."""
+    import engine.session as session
+
+    conversation, _ = _conversation(tiny_model, tokenizer, 4)
+    per_snapshot = tiny_model.info.state_bytes + tiny_model.config.vocab * 4
+    monkeypatch.setattr(session, "AUTOSAVE_SNAPSHOT_BUDGET", 2 * per_snapshot)
+    assert read_state_info(autosave(conversation)).snapshots == (2, 3)
+    resumed = load_session(autosave_path(tiny_model), tiny_model, tokenizer)
+    resumed.rewind(1, replay=True)
+    assert resumed.state.equal(conversation.turns[1].state_before)

@@ -46,8 +46,8 @@ class ResumePrompt(ModalScreen[bool]):
             yield Static(plain(f"Resume your last conversation with {self.model_name}?"), classes="dialog-title")
             yield Static(plain(self.description), id="resume-description")
             yield Static("R or Enter resumes it (state and transcript) · N or Esc starts fresh; "
-                         "it stays available (State: Resume, or U in the state pane) until a new conversation "
-                         "is autosaved at exit.",
+                         "it stays available (State: Resume, or U in the state pane) until the new conversation's "
+                         "first turn is autosaved.",
                          id="resume-note")
             with Horizontal():
                 yield Button("Start fresh", id="fresh")
