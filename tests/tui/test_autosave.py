@@ -19,8 +19,8 @@ import engine.atomic
 from engine import get_tokenizer
 from engine.session import autosave_path, find_autosave, load_session, sessions_dir
 from engine.synthetic import random_state_dict, save_checkpoint
-from tests.tui.conftest import Recorder, settings, start, wait_until
-from tests.tui.test_state_pane import SIZE, chat, notifications
+from tests.tui.conftest import Recorder, notice_texts, settings, start, wait_until
+from tests.tui.test_state_pane import SIZE, chat
 from tui.autosaver import Autosaver
 from tui.protocol import (
     AutosaveSession, ConversationInfo, Edit, Fork, LoadModel, ModelLoaded, ModelLoadFailed, Notice, Regenerate,
@@ -348,7 +348,7 @@ async def test_a_failed_autosave_is_shown_and_said_at_exit(make_app, tiny_model,
         previous = autosave_path(tiny_model).read_bytes()
         _refuse_writes(monkeypatch, errno.ENOSPC)
         await chat(pilot, app, "this one cannot be")
-        await wait_until(pilot, lambda: any("not autosaved" in m for m in notifications(app)), timeout=WAIT,
+        await wait_until(pilot, lambda: any("not autosaved" in m for m in notice_texts(app)), timeout=WAIT,
                          what="the notification")
         await chat(pilot, app, "the chat still works")
         assert len(app.worker.conversation.turns) == 3
