@@ -28,7 +28,7 @@ from tui.protocol import (
 )
 from tui.worker import EngineWorker
 
-WAIT = 30.0
+WAIT = 180.0  # a safety net against a hung test, never a timing window
 
 
 # ---------------------------------------------------------------------------- the background writer
@@ -361,6 +361,7 @@ async def test_a_failed_autosave_is_shown_and_said_at_exit(make_app, tiny_model,
 async def test_loading_another_model_keeps_the_conversation_resumable(make_app, tiny_model, tmp_path) -> None:
     from textual.widgets import Input
 
+    from tui.screens.model_picker import ModelPicker
     from tui.screens.path_prompt import PathPrompt
 
     other = save_checkpoint(random_state_dict(2, 128, 256, seed=8), tmp_path / "other.pth")
@@ -369,6 +370,8 @@ async def test_loading_another_model_keeps_the_conversation_resumable(make_app, 
         await start(pilot, app)
         await chat(pilot, app, "before the switch")
         await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker), what="the model picker")
+        await pilot.press("end", "enter")  # the picker's last entry: "a file…"
         await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the model dialog")
         assert "autosaved" in app.screen.note
         app.screen.query_one("#path", Input).value = str(other)

@@ -24,7 +24,7 @@ import pytest
 from engine import get_tokenizer, load_model
 from engine.session import autosave_path, find_autosave, load_session
 from tests.helpers import require_tool
-from tests.tui.test_e2e_tmux import LETTERS, ROOT, letter_model
+from tests.tui.test_e2e_tmux import LETTERS, ROOT, SAFETY_NET, letter_model
 
 MESSAGE = "hello from tmux"
 DONE = "Assistant  48 tokens"
@@ -63,7 +63,7 @@ class Terminal:
             self.tmux("respawn-pane", "-k", "-t", self.session, command)
         else:
             self.tmux("new-session", "-d", "-s", self.session, "-x", "110", "-y", "32", "-c", str(ROOT), command)
-        self.wait_for(lambda s: "letters (" in s and ("Message the model" in s or "Resume" in s), 60,
+        self.wait_for(lambda s: "letters (" in s and ("Message the model" in s or "Resume" in s), SAFETY_NET,
                       "the app and its model")
         return int(self.pid_file.read_text())
 
@@ -96,9 +96,9 @@ class Terminal:
     def chat(self, text: str) -> None:
         """Type a message and wait until its reply has finished on screen."""
         self.keys(text)
-        self.wait_for(lambda s: text in s, 10, "the typed text")
+        self.wait_for(lambda s: text in s, SAFETY_NET, "the typed text")
         self.keys("Enter")
-        self.wait_for(lambda s: DONE in s, 60, "the reply to finish")
+        self.wait_for(lambda s: DONE in s, SAFETY_NET, "the reply to finish")
 
     def close(self) -> None:
         subprocess.run([*self.server, "kill-server"], capture_output=True)
@@ -139,7 +139,7 @@ def test_a_signal_saves_the_conversation_and_restores_the_terminal(terminal: Ter
     pid = terminal.start()
     terminal.chat(MESSAGE)
     os.kill(pid, signum)
-    screen = terminal.wait_for(lambda s: "EXIT=" in s, 30, "the app to exit")
+    screen = terminal.wait_for(lambda s: "EXIT=" in s, SAFETY_NET, "the app to exit")
     assert f"EXIT={128 + signum}" in screen
     assert "Traceback" not in screen
     # Back on the normal screen, mouse reporting off: the terminal is usable again.
@@ -151,9 +151,9 @@ def test_a_signal_saves_the_conversation_and_restores_the_terminal(terminal: Ter
     if signum == signal.SIGTERM:
         # And the next start offers it back.
         terminal.start()
-        terminal.wait_for(lambda s: "Resume your last conversation" in s and "1 turn" in s, 30, "the resume offer")
+        terminal.wait_for(lambda s: "Resume your last conversation" in s and "1 turn" in s, SAFETY_NET, "the resume offer")
         terminal.keys("r")
-        terminal.wait_for(lambda s: MESSAGE in s and "Resumed 1 turn" in s, 30, "the resumed transcript")
+        terminal.wait_for(lambda s: MESSAGE in s and "Resumed 1 turn" in s, SAFETY_NET, "the resumed transcript")
 
 
 def test_closing_the_terminal_mid_reply_saves_the_conversation(tmp_path: Path) -> None:
@@ -164,12 +164,12 @@ def test_closing_the_terminal_mid_reply_saves_the_conversation(tmp_path: Path) -
     try:
         pid = term.start()
         term.keys(MESSAGE)
-        term.wait_for(lambda s: MESSAGE in s, 10, "the typed text")
+        term.wait_for(lambda s: MESSAGE in s, SAFETY_NET, "the typed text")
         term.keys("Enter")
-        term.wait_for(lambda s: "● generating" in s, 30, "the reply to stream")
+        term.wait_for(lambda s: "● generating" in s, SAFETY_NET, "the reply to stream")
     finally:
         term.close()  # the pty goes away: the kernel hangs the app up
-    wait_gone(pid, 60)
+    wait_gone(pid, SAFETY_NET)
     turns = saved_turns(term)
     assert [user for user, _ in turns] == [MESSAGE]
     assert turns[0][1] and set(turns[0][1]) <= set(LETTERS.decode())  # the part that streamed
@@ -179,12 +179,12 @@ def test_after_sigkill_the_last_finished_turn_is_already_saved(terminal: Termina
     pid = terminal.start()
     terminal.chat(MESSAGE)
     terminal.chat("and a second one")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + SAFETY_NET
     while len(saved_turns(terminal)) < 2:  # written in the background right after the reply
         assert time.monotonic() < deadline, "the autosave never held the second turn"
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
-    wait_gone(pid, 10)
+    wait_gone(pid, SAFETY_NET)
     assert [user for user, _ in saved_turns(terminal)] == [MESSAGE, "and a second one"]
     sessions = Path(terminal.env["XDG_STATE_HOME"]) / "rwkv-tui" / "sessions"
     assert [p.name for p in sessions.iterdir()] == [autosave_path(load_model(terminal.model, device="cpu")).name]
@@ -198,9 +198,9 @@ def test_an_autosave_that_cannot_be_written_is_said_in_the_app_and_at_exit(tmp_p
     try:
         term.start()
         term.chat(MESSAGE)
-        term.wait_for(lambda s: "Conversation not autosaved" in s, 30, "the notification")
+        term.wait_for(lambda s: "Conversation not autosaved" in s, SAFETY_NET, "the notification")
         term.keys("C-q")
-        screen = term.wait_for(lambda s: "EXIT=" in s, 30, "the app to exit")
+        screen = term.wait_for(lambda s: "EXIT=" in s, SAFETY_NET, "the app to exit")
         lines = [line for line in screen.splitlines() if "not autosaved" in line]
         assert len(lines) == 1 and lines[0].startswith("rwkv-tui: the conversation was not autosaved: cannot create")
         assert "EXIT=1" in screen and term.query("alternate_on") == "0"
