@@ -23,6 +23,7 @@ from tui.protocol import (
     ConversationInfo, Notice, PromptRejected, ReplyDelta, ReplyFailed, ReplyFinished, StateDiffReady,
     TranscriptReplaced, TurnStarted, TurnView,
 )
+from tui.screens.model_picker import ModelPicker
 from tui.screens.path_prompt import PathPrompt
 from tui.screens.resume_prompt import ResumePrompt
 
@@ -154,15 +155,20 @@ async def test_notifications_show_their_text_literally(make_app) -> None:
 
 async def path_dialog(pilot, app) -> PathPrompt:
     await pilot.press("ctrl+o")
+    await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker), what="the model picker")
+    await pilot.press("end", "enter")  # the picker's last entry: "a file…"
     await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the path dialog")
     return app.screen
 
 
 async def type_path(pilot, dialog: PathPrompt, value: str) -> None:
+    """Type ``value`` and let the dialog check it and the suggester answer (events, not a clock)."""
     field = dialog.query_one("#path", Input)
     field.value = value
     field.cursor_position = len(value)
-    await pilot.pause(0.2)
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
 
 
 async def test_path_dialog_shows_paths_and_suggestions_literally(make_app, tmp_path: Path,
