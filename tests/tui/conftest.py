@@ -101,6 +101,46 @@ async def start(pilot: Any, app: RwkvApp) -> None:
     await pilot.pause(0.05)
 
 
+async def run_from_palette(pilot: Any, app: RwkvApp, query: str, key: str = "ctrl+p") -> None:
+    """Open a command palette with ``key``, type ``query`` and run the best match.
+
+    Waits for the palette's search to finish and for its first match to contain ``query``,
+    not for a fixed half second: on a loaded machine Enter could otherwise land on a stale list.
+    """
+    from textual.command import CommandList, CommandPalette
+
+    await pilot.press(key)
+    await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), what="the command palette")
+    await pilot.press(*query)
+
+    def best_match() -> str:
+        commands = app.screen.query_one(CommandList)
+        if commands.highlighted is None or commands.option_count == 0:
+            return ""
+        prompt = commands.get_option_at_index(commands.highlighted).prompt
+        return getattr(prompt, "plain", str(prompt))
+
+    await pilot.app.workers.wait_for_complete()
+    await wait_until(pilot, lambda: query.lower() in best_match().lower(), what=f"the palette to offer {query!r}")
+    await pilot.press("enter")
+
+
+async def open_model_file_dialog(pilot: Any, app: RwkvApp, key: str = "ctrl+o") -> Any:
+    """Open the model picker with ``key``, then its last entry ("a file…"): the path dialog.
+
+    Each step waits for its screen, so no key press lands on the screen before.
+    """
+    from tui.screens.model_picker import ModelPicker
+    from tui.screens.path_prompt import PathPrompt
+
+    await pilot.press(key)
+    await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker), what="the model picker")
+    await pilot.pause()
+    await pilot.press("end", "enter")
+    await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the path dialog")
+    return app.screen
+
+
 def set_sampling(app: RwkvApp, **changes: Any) -> None:
     from dataclasses import replace
 

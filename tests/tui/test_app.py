@@ -7,7 +7,7 @@ from pathlib import Path
 
 from textual.widgets import Button, DataTable, Input, TabbedContent
 
-from tests.tui.conftest import notice_texts, notices, start, wait_idle, wait_until
+from tests.tui.conftest import notice_texts, notices, open_model_file_dialog, run_from_palette, start, wait_idle, wait_until
 from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelPicker
 from tui.screens.path_prompt import PathPrompt
@@ -29,8 +29,7 @@ async def test_a_bad_model_file_is_one_notification_and_the_app_goes_on(make_app
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await start(pilot, app)
-        await pilot.press("ctrl+o", "end", "enter")  # the model picker's last entry: "a file…"
-        assert isinstance(app.screen, PathPrompt)
+        await open_model_file_dialog(pilot, app)
         app.screen.query_one("#path", Input).value = str(bad)
         await pilot.press("enter")
         await wait_until(pilot, lambda: any("garbage.pth" in m for m in notice_texts(app)))
@@ -47,7 +46,7 @@ async def test_the_open_dialog_refuses_a_missing_file(make_app, tmp_path: Path) 
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await start(pilot, app)
-        await pilot.press("ctrl+o", "end", "enter")  # the model picker's last entry: "a file…"
+        await open_model_file_dialog(pilot, app)
         app.screen.query_one("#path", Input).value = str(tmp_path / "nope.pth")
         await pilot.press("enter")
         assert isinstance(app.screen, PathPrompt)  # stays open, says why
@@ -72,11 +71,9 @@ async def test_missing_demo_models_give_one_notification_and_a_usable_app(
         await pilot.press(*"hello", "enter")
         await wait_until(pilot, lambda: any("Not sent" in m for m in notice_texts(app)))
         assert app.chat_pane.prompt.text == "hello"  # nothing lost
-        await pilot.press("ctrl+p")
-        await pilot.press(*"Load model")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, app, "Load model")
         await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker))
+        await pilot.pause()
         await pilot.press("end", "enter")  # the model picker's last entry: "a file…"
         await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt))
         app.screen.query_one("#path", Input).value = str(tiny_checkpoint)
@@ -91,19 +88,13 @@ async def test_palette_runs_chat_actions(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await start(pilot, app)
-        await pilot.press("ctrl+p")
-        await pilot.press(*"Settings")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, app, "Settings")
         await wait_until(pilot, lambda: app.chat_pane.has_class("-settings-open"))
         app.chat_pane.prompt.focus()
         await pilot.press(*"hi", "enter")
         await wait_idle(pilot, app)
         first = app.worker.conversation.turns[0]
-        await pilot.press("ctrl+p")
-        await pilot.press(*"Chat: Regenerate")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, app, "Chat: Regenerate")
         await wait_until(pilot, lambda: app.worker.conversation.turns[0] is not first)
         await wait_idle(pilot, app)
 
@@ -125,10 +116,7 @@ async def test_theme_switch_applies_and_persists(make_app, config_file: Path) ->
     async with app.run_test(size=(120, 36)) as pilot:
         await start(pilot, app)
         assert app.theme == "rwkv-dark"
-        await pilot.press("f9")  # the theme picker
-        await pilot.press(*"rwkv-light")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, app, "rwkv-light", key="f9")  # the theme picker
         await wait_until(pilot, lambda: app.theme == "rwkv-light")
         assert app.has_class("-theme-rwkv-light") and app.has_class("-light-mode")
         await wait_until(pilot, lambda: json.loads(config_file.read_text()).get("theme") == "rwkv-light", what="save")

@@ -19,7 +19,7 @@ import engine.atomic
 from engine import get_tokenizer
 from engine.session import autosave_path, find_autosave, load_session, sessions_dir
 from engine.synthetic import random_state_dict, save_checkpoint
-from tests.tui.conftest import Recorder, notice_texts, settings, start, wait_until
+from tests.tui.conftest import Recorder, notice_texts, open_model_file_dialog, settings, start, wait_until
 from tests.tui.test_state_pane import SIZE, chat
 from tui.autosaver import Autosaver
 from tui.protocol import (
@@ -361,18 +361,12 @@ async def test_a_failed_autosave_is_shown_and_said_at_exit(make_app, tiny_model,
 async def test_loading_another_model_keeps_the_conversation_resumable(make_app, tiny_model, tmp_path) -> None:
     from textual.widgets import Input
 
-    from tui.screens.model_picker import ModelPicker
-    from tui.screens.path_prompt import PathPrompt
-
     other = save_checkpoint(random_state_dict(2, 128, 256, seed=8), tmp_path / "other.pth")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await start(pilot, app)
         await chat(pilot, app, "before the switch")
-        await pilot.press("ctrl+o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker), what="the model picker")
-        await pilot.press("end", "enter")  # the picker's last entry: "a file…"
-        await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the model dialog")
+        await open_model_file_dialog(pilot, app)
         assert "autosaved" in app.screen.note
         app.screen.query_one("#path", Input).value = str(other)
         await pilot.press("enter")

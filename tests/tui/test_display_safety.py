@@ -16,14 +16,13 @@ from textual.widgets import DataTable, Input, Select
 
 from engine.music.ports import PortInfo, PortListing
 from engine.state_stats import state_diff
-from tests.tui.conftest import notices, start, wait_idle, wait_until
+from tests.tui.conftest import notices, open_model_file_dialog, start, wait_idle, wait_until
 from tests.tui.rendered import MARKUP, SEQUENCES, controls_in, screen_text
 from tui.music_protocol import MusicProgress, MusicStarted
 from tui.protocol import (
     ConversationInfo, Notice, PromptRejected, ReplyDelta, ReplyFailed, ReplyFinished, StateDiffReady,
     TranscriptReplaced, TurnStarted, TurnView,
 )
-from tui.screens.model_picker import ModelPicker
 from tui.screens.path_prompt import PathPrompt
 from tui.screens.resume_prompt import ResumePrompt
 
@@ -154,11 +153,7 @@ async def test_notifications_show_their_text_literally(make_app) -> None:
 
 
 async def path_dialog(pilot, app) -> PathPrompt:
-    await pilot.press("ctrl+o")
-    await wait_until(pilot, lambda: isinstance(app.screen, ModelPicker), what="the model picker")
-    await pilot.press("end", "enter")  # the picker's last entry: "a file…"
-    await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the path dialog")
-    return app.screen
+    return await open_model_file_dialog(pilot, app)
 
 
 async def type_path(pilot, dialog: PathPrompt, value: str) -> None:

@@ -15,7 +15,7 @@ from engine.session import autosave_path
 from engine.state import State
 from engine.state_stats import state_diff, state_stats
 from engine.time_state import Orientation, export_time_state, import_time_state
-from tests.tui.conftest import notice_texts, start, wait_idle, wait_until
+from tests.tui.conftest import notice_texts, run_from_palette, start, wait_idle, wait_until
 from tui.messages import EngineRequest
 from tui.protocol import Send
 from tui.screens.path_prompt import PathPrompt
@@ -391,18 +391,13 @@ async def test_state_actions_run_from_the_palette_and_the_chat(make_app, tmp_pat
     async with app.run_test(size=SIZE) as pilot:
         await start(pilot, app)
         await chat(pilot, app, "one")
-        await pilot.press("ctrl+p")
-        await pilot.press(*"State: Diff")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await run_from_palette(pilot, app, "State: Diff")
         pane = app.state_pane
         await wait_until(pilot, lambda: pane.showing == "diff" and pane.diff_view.diff is not None, what="the diff")
         assert app.query_one("#panes").active == "state"
         assert pane.diff_view.summary_text().startswith("before turn 1 (0 tokens) vs live")
-        await pilot.press("f2", "ctrl+p")
-        await pilot.press(*"Chat: Save state")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await pilot.press("f2")
+        await run_from_palette(pilot, app, "Chat: Save state")
         await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt), what="the save dialog")
 
 
