@@ -17,7 +17,7 @@ from engine.music import abc as abc_notation
 from engine.music import generate as music_generate
 from engine.music.player import MAX_TEMPO, MAX_VELOCITY_SCALE, MIN_TEMPO, MIN_VELOCITY_SCALE
 from engine.music.ports import PortChoice
-from engine.music.render import DEFAULT_TARGET_LUFS
+from engine.music.render import DEFAULT_TARGET_LUFS, MAX_TARGET_LUFS, MIN_TARGET_LUFS
 from tui.values import coerce_number, shown
 
 MusicMode = Literal["midi", "abc"]
@@ -28,7 +28,6 @@ MODE_LABELS: dict[str, str] = {"midi": "MIDI tokens", "abc": "ABC notation"}
 DEFAULT_MAX_TOKENS: dict[str, int] = {
     "midi": music_generate.MidiSettings.max_tokens, "abc": music_generate.AbcSettings.max_tokens,
 }
-MIN_LUFS, MAX_LUFS = -70.0, 0.0
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,8 @@ class MusicSettings:
             elif name == "tune_start":
                 abc_notation.build_prompt(None, None, self.tune_start_text)
             elif name == "lufs":
-                if not MIN_LUFS <= self.lufs <= MAX_LUFS:
-                    raise ValueError(f"must be between {MIN_LUFS:g} and {MAX_LUFS:g} LUFS")
+                if not MIN_TARGET_LUFS <= self.lufs <= MAX_TARGET_LUFS:
+                    raise ValueError(f"must be between {MIN_TARGET_LUFS:g} and {MAX_TARGET_LUFS:g} LUFS")
             elif name == "mode":
                 if self.mode not in MODES:
                     raise ValueError(f"must be one of {', '.join(MODES)}")

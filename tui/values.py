@@ -30,6 +30,7 @@ def coerce_number(value: object, whole: bool) -> int | float:
     """
     if isinstance(value, bool):
         raise ValueError("expected a number, found true/false")
+    original = value
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -50,5 +51,5 @@ def coerce_number(value: object, whole: bool) -> int | float:
     except OverflowError:  # an integer too large for a float, e.g. 1e999 written out in full
         number = math.inf
     if not math.isfinite(number):
-        raise ValueError(f"expected a finite number, found {shown(value)}")
+        raise ValueError(f"expected a finite number, found {shown(original)}")
     return number

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 
 import mido
 
-from engine.music.errors import MidiPortError
+from engine.music.errors import MidiPortError, MusicError
 from engine.music.midi_codec import CHANNEL_PROGRAMS, NoteEvent
 from engine.music.ports import DEFAULT_CLIENT_NAME, MidiSink, PortChoice, open_sink
 
@@ -41,6 +41,24 @@ DEFAULT_PREBUFFER_MS = 300.0
 HEALTH_CHECK_SECONDS = 0.5
 MIN_TEMPO, MAX_TEMPO = 0.25, 4.0
 MIN_VELOCITY_SCALE, MAX_VELOCITY_SCALE = 0.0, 2.0
+
+
+def check_tempo(tempo: float) -> float:
+    """``tempo`` if it is a playback speed the player offers; MusicError with the range if not.
+
+    For values a user gives outright (the CLI); the player's own setter clamps, for UI steps.
+    """
+    if not MIN_TEMPO <= tempo <= MAX_TEMPO:  # NaN fails too
+        raise MusicError(f"tempo must be between {MIN_TEMPO:g} and {MAX_TEMPO:g} (a speed factor), found {tempo:g}")
+    return tempo
+
+
+def check_volume(scale: float) -> float:
+    """``scale`` if it is a velocity factor the player offers; MusicError with the range if not."""
+    if not MIN_VELOCITY_SCALE <= scale <= MAX_VELOCITY_SCALE:
+        raise MusicError(f"volume must be between {MIN_VELOCITY_SCALE:g} and {MAX_VELOCITY_SCALE:g} "
+                         f"(a factor on note velocities), found {scale:g}")
+    return scale
 
 
 class PlayerState(str, enum.Enum):
