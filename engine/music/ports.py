@@ -206,11 +206,12 @@ class RtMidiSink:
                 self.destination = None
             else:
                 names = self._out.get_ports()
-                index = _match_port(names, choice.name)
+                index = match_port(names, choice.name)
                 if index is None:
                     shown = ", ".join(names) if names else "none"
                     raise MidiPortError(f"MIDI port {choice.name!r} ({choice.api}) not found; available: {shown}")
                 self.destination = names[index]
+                self.description = f"{self.destination} ({choice.api})"  # the port it resolved to
                 self._out.open_port(index, "out")
                 if choice.api == "JACK":
                     # jack_connect returns before the new connection carries data: messages sent
@@ -259,7 +260,9 @@ class RtMidiSink:
             self._out.delete()
 
 
-def _match_port(names: Sequence[str], wanted: str) -> int | None:
+def match_port(names: Sequence[str], wanted: str) -> int | None:
+    """Index of the port a choice's name means: the exact name, else the first that contains it
+    (any case). The one rule for opening a port and for showing which port a choice plays to."""
     if wanted in names:
         return names.index(wanted)
     lowered = wanted.lower()

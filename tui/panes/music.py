@@ -124,6 +124,8 @@ class MusicPane(Vertical):
         self._pending_text: list[str] = []
         self._text_flushed = 0.0
         self._player_errors: deque[str] = deque()
+        #: Ports open again after a fault (the player reopens a lost port at the next piece).
+        self._ports_back: deque[str] = deque()
         self._progress = ""
         self._run_mode = self.settings.mode
         #: Whether the user was told once that nothing is heard without a port.
@@ -158,7 +160,7 @@ class MusicPane(Vertical):
     def on_mount(self) -> None:
         from tui.app import log_path  # the app imports this module
 
-        self.player = Player(on_error=self._player_error)
+        self.player = Player(on_error=self._player_error, on_reconnect=self._player_reconnected)
         self.player.tempo, self.player.velocity_scale = self._tempo, self._volume
         self.worker = MusicWorker(self._music_model, player=self.player, log_path=log_path())
         self.worker.outbox.on_ready = lambda: self.post_message(_MusicWake())
@@ -435,6 +437,11 @@ class MusicPane(Vertical):
         self._player_errors.append(message)
         self.post_message(_MusicWake())
 
+    def _player_reconnected(self, description: str) -> None:
+        """Called on the player thread when a lost port is open again: hand it to the UI thread."""
+        self._ports_back.append(description)
+        self.post_message(_MusicWake())
+
     @on(PianoRoll.Seek)
     def _seek(self, message: PianoRoll.Seek) -> None:
         message.stop()
@@ -481,9 +488,15 @@ class MusicPane(Vertical):
                 if event.message != STOPPED_BEFORE_START:
                     self.notify(event.message, title="Music", severity="error", timeout=8)
         self._flush_text(force=not self.generating)
+        if self._player_errors or self._ports_back:
+            self.transport.refresh_ports()  # the picker shows the ports there are now
         while self._player_errors:
-            self.notify(f"{self._player_errors.popleft()}; playback paused, the piece goes on being written",
+            self.notify(f"{self._player_errors.popleft()}; playback paused, the piece goes on being written "
+                        "(the next piece plays there again once it is back)",
                         title="MIDI output", severity="warning", timeout=8)
+        while self._ports_back:
+            self.notify(f"MIDI output back: music plays to {self._ports_back.popleft()}", title="MIDI output",
+                        timeout=4)
         status = player.status()
         self.roll.set_playhead(None if status.state == PlayerState.STOPPED else status.position_ms)
         self.transport.show_status(status, generating=self.generating, note=self._progress)
