@@ -63,7 +63,7 @@ class MusicSettings:
     def with_field(self, name: str, value: object) -> "MusicSettings":
         """A copy with one field set from typed text or a JSON value; ValueError says what is wrong."""
         if name not in FIELD_NAMES:
-            raise ValueError(f"unknown music setting {name!r}")
+            raise ValueError(f"unknown music setting {shown(name)}")
         return replace(self, **{name: coerce_field(name, value)}).validate_field(name)
 
     def validate_field(self, name: str) -> "MusicSettings":
@@ -243,11 +243,11 @@ def coerce_field(name: str, value: object) -> object:
         return None
     if name == "mode":
         if value not in MODES:
-            raise ValueError(f"must be one of {', '.join(MODES)}, found {value!r}")
+            raise ValueError(f"must be one of {', '.join(MODES)}, found {shown(value)}")
         return value
     if name == "piano_only":
         if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, found {value!r}")
+            raise ValueError(f"expected true or false, found {shown(value)}")
         return value
     if name in _TEXT_FIELDS:
         if not isinstance(value, str):

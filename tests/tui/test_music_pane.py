@@ -70,7 +70,9 @@ async def test_generate_fills_the_roll_and_the_token_text_and_plays(make_app, mi
 
 async def test_stop_cancels_writing_and_silences(make_app, midi_checkpoint, music_config) -> None:
     data = json.loads(music_config.read_text())
-    data["music"]["settings"]["max_tokens"] = 100000
+    # Endless: the random model must not end the piece before the chat has answered (the end
+    # token is held back until far past the budget).
+    data["music"]["settings"].update(max_tokens=100000, length_target=100000)
     music_config.write_text(json.dumps(data))
     app = make_app(music_model=str(midi_checkpoint))
     async with app.run_test(size=SIZE) as pilot:
