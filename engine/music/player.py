@@ -316,6 +316,7 @@ class Player:
     def load(self, entries: Iterable[TimedMessage], end_ms: float | None = None,
              programs: Sequence[tuple[int, int]] = CHANNEL_PROGRAMS) -> None:
         """Load a complete piece."""
+        self._reopen_lost_port()  # before taking the lock: opening a port takes a moment
         with self._cond:
             self.begin(programs)
             self._schedule.feed(entries)
