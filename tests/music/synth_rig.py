@@ -78,7 +78,10 @@ class SynthRig:
     def start_jack(self) -> None:
         with open(self.jack_log, "ab") as log:
             self.jack = subprocess.Popen(
-                ["jackd", "-n", self.server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
+                # A period of 4096 frames (85 ms), not less: on a loaded machine a shorter cycle
+                # overruns, and an overrun cycle can lose the MIDI our client wrote in it. (Not
+                # -S: with a synchronous server a killed client's ports stay listed.)
+                ["jackd", "-n", self.server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "4096"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
             )
         _wait(lambda: self.jack.poll() is not None

@@ -69,7 +69,11 @@ async def test_pane_plays_a_generated_piece_to_fluidsynth_and_exit_silences_it(
         # The GM font's piano has no samples above C8 (108): FluidSynth starts no voice there.
         expected = [(e.channel, e.note, e.velocity) for e in pane.piece.events if e.is_on and e.note <= 108]
         assert len(expected) >= 10
-        await wait_until(pilot, lambda: len(synth_rig.note_ons(since)) >= len(expected), LOG_TIMEOUT, "FluidSynth's log")
+        try:
+            await wait_until(pilot, lambda: len(synth_rig.note_ons(since)) >= len(expected), LOG_TIMEOUT,
+                             "FluidSynth's log")
+        except AssertionError:
+            raise AssertionError(f"FluidSynth started {synth_rig.note_ons(since)}, the piece has {expected}") from None
         assert synth_rig.note_ons(since) == expected
         await pilot.press("ctrl+q")
     # Exiting the app silenced the synth: All Sound Off on all 16 channels after the last note.
