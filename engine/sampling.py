@@ -21,6 +21,10 @@ from engine.errors import EngineError
 LogitHook = Callable[[torch.Tensor, int], None]
 
 
+#: The largest seed the generator takes (64 bits).
+MAX_SEED = 2**64 - 1
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Sampling settings; defaults are ChatRWKV's chat demo (API_DEMO_CHAT.py)."""
@@ -46,7 +50,8 @@ class SamplingParams:
             (math.isfinite(self.frequency_penalty), "frequency_penalty must be a number"),
             (0 <= self.penalty_decay <= 1, "penalty_decay must be between 0 and 1"),
             (self.max_tokens >= 1, "max_tokens must be ≥ 1"),
-            (self.seed is None or self.seed >= 0, "seed must be ≥ 0"),
+            # torch.Generator.manual_seed takes 64 bits; a larger seed failed only at the first token.
+            (self.seed is None or 0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED}"),
         )
         for ok, message in checks:
             if not ok:

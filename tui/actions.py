@@ -193,9 +193,99 @@ def bindings_for(scope: str) -> list[Binding]:
     ]
 
 
+#: The widget of each scope sits inside the one named here; a key of the inner scope shadows
+#: the outer scope's while focus is inside it (Textual asks the focused widget first).
+_SCOPE_PARENT: dict[str, str] = {"chat": "app", "music": "app", "state": "app", "message": "chat"}
+_SCOPE_NAMES: dict[str, str] = {
+    "app": "app-wide", "chat": "the chat pane", "music": "the music pane", "state": "the state pane",
+    "message": "a focused message",
+}
+
+
+def _keys(text: str) -> list[str]:
+    return [key.strip() for key in text.split(",") if key.strip()]
+
+
+def _resolved_keys(keymap: dict[str, str]) -> dict[str, list[str]]:
+    """The keys each action answers to in its own scope once the key map is applied.
+
+    The rules are Textual's (``BindingsMap.apply_keymap``), written out so that help, hints and
+    warnings can say what a key does: a key-map entry takes its keys away from the built-in
+    bindings of the same scope, and of two key-map entries with the same key in one scope the
+    action listed first (F1 help's order) answers it.
+    """
+    claimed: dict[str, set[str]] = {}
+    for s in ACTIONS:
+        if s.id in keymap:
+            claimed.setdefault(s.scope, set()).update(_keys(keymap[s.id]))
+    resolved: dict[str, list[str]] = {}
+    taken: dict[str, set[str]] = {}
+    for s in ACTIONS:
+        if s.id in keymap:
+            scope_taken = taken.setdefault(s.scope, set())
+            keys = [k for k in _keys(keymap[s.id]) if k not in scope_taken]
+            scope_taken.update(keys)
+        else:
+            keys = [k for k in _keys(s.keys) if k not in claimed.get(s.scope, set())]
+        resolved[s.id] = keys
+    return resolved
+
+
 def effective_keys(action_id: str, keymap: dict[str, str]) -> str:
-    """The keys an action answers to after the user's key map is applied."""
-    return keymap.get(action_id, spec(action_id).keys)
+    """The keys an action answers to after the user's key map is applied ("" for none left)."""
+    spec(action_id)  # KeyError for an unknown id
+    return ",".join(_resolved_keys(keymap)[action_id])
+
+
+def _encloses(outer: str, inner: str) -> bool:
+    scope: str | None = inner
+    while scope is not None:
+        scope = _SCOPE_PARENT.get(scope)
+        if scope == outer:
+            return True
+    return False
+
+
+def keymap_clashes(keymap: dict[str, str]) -> list[str]:
+    """One line per key that the user's key map gives to two actions at once, naming the winner.
+
+    Which action a shared key runs (the F1 screen and the README say the same):
+      - in one scope, a key-map entry beats a built-in key, and of two key-map entries the
+        action listed first on the F1 screen wins;
+      - a pane's (or a focused message's) key beats an app-wide key while focus is inside it;
+      - Quit and the command palette come first everywhere (they are priority bindings).
+    """
+    lines: list[str] = []
+    by_id = {s.id: s for s in ACTIONS}
+    configured = {s.id: _keys(keymap.get(s.id, s.keys)) for s in ACTIONS}
+    resolved = _resolved_keys(keymap)
+    for i, a in enumerate(ACTIONS):
+        for b in ACTIONS[i + 1:]:
+            if a.id not in keymap and b.id not in keymap:
+                continue  # the built-in table is checked by the tests, not reported to users
+            if a.scope == b.scope:
+                shared = [k for k in configured[a.id] if k in configured[b.id]]
+                for key in shared:
+                    winner = a.id if key in resolved[a.id] else b.id
+                    why = ("the action listed first on the F1 screen wins" if a.id in keymap and b.id in keymap
+                           else "a key-map entry beats a built-in key")
+                    loser = b.id if winner == a.id else a.id
+                    lines.append(f"keymap: {key} is bound to both {winner} and {loser}; {winner} gets it ({why})")
+                continue
+            if _encloses(a.scope, b.scope):
+                outer, inner = a, b
+            elif _encloses(b.scope, a.scope):
+                outer, inner = b, a
+            else:
+                continue  # never active together
+            for key in (k for k in resolved[outer.id] if k in resolved[inner.id]):
+                if by_id[outer.id].priority:
+                    lines.append(f"keymap: {key} is bound to both {outer.id} and {inner.id}; {outer.id} gets it "
+                                 "(Quit and the command palette always come first)")
+                else:
+                    lines.append(f"keymap: {key} is bound to both {inner.id} and {outer.id}; {inner.id} gets it "
+                                 f"while {_SCOPE_NAMES[inner.scope]} has focus")
+    return lines
 
 
 _KEY_NAMES = {"escape": "Esc", "enter": "Enter", "up": "↑", "down": "↓", "ctrl": "Ctrl", "alt": "Alt",
@@ -204,7 +294,9 @@ _KEY_NAMES = {"escape": "Esc", "enter": "Enter", "up": "↑", "down": "↓", "ct
 
 
 def format_keys(keys: str) -> str:
-    """"ctrl+r,f5" → "Ctrl+R / F5", for the help screen and hints."""
+    """"ctrl+r,f5" → "Ctrl+R / F5", for the help screen and hints ("—" when no key is left)."""
+    if not _keys(keys):
+        return "—"
     shown = []
     for key in keys.split(","):
         parts = [p for p in key.strip().split("+") if p]

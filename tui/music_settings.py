@@ -9,14 +9,16 @@ are built from here, so the pane and ``rwkv-tui music generate`` mean the same t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from engine import EngineError, SamplingParams
 from engine.music import abc as abc_notation
 from engine.music import generate as music_generate
-from engine.music.render import DEFAULT_TARGET_LUFS
-from tui.values import coerce_number
+from engine.music.player import MAX_TEMPO, MAX_VELOCITY_SCALE, MIN_TEMPO, MIN_VELOCITY_SCALE
+from engine.music.ports import PortChoice
+from engine.music.render import DEFAULT_TARGET_LUFS, MAX_TARGET_LUFS, MIN_TARGET_LUFS
+from tui.values import coerce_number, shown
 
 MusicMode = Literal["midi", "abc"]
 MODES: tuple[MusicMode, ...] = ("midi", "abc")
@@ -26,7 +28,6 @@ MODE_LABELS: dict[str, str] = {"midi": "MIDI tokens", "abc": "ABC notation"}
 DEFAULT_MAX_TOKENS: dict[str, int] = {
     "midi": music_generate.MidiSettings.max_tokens, "abc": music_generate.AbcSettings.max_tokens,
 }
-MIN_LUFS, MAX_LUFS = -70.0, 0.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class MusicSettings:
     def with_field(self, name: str, value: object) -> "MusicSettings":
         """A copy with one field set from typed text or a JSON value; ValueError says what is wrong."""
         if name not in FIELD_NAMES:
-            raise ValueError(f"unknown music setting {name!r}")
+            raise ValueError(f"unknown music setting {shown(name)}")
         return replace(self, **{name: coerce_field(name, value)}).validate_field(name)
 
     def validate_field(self, name: str) -> "MusicSettings":
@@ -80,8 +81,8 @@ class MusicSettings:
             elif name == "tune_start":
                 abc_notation.build_prompt(None, None, self.tune_start_text)
             elif name == "lufs":
-                if not MIN_LUFS <= self.lufs <= MAX_LUFS:
-                    raise ValueError(f"must be between {MIN_LUFS:g} and {MAX_LUFS:g} LUFS")
+                if not MIN_TARGET_LUFS <= self.lufs <= MAX_TARGET_LUFS:
+                    raise ValueError(f"must be between {MIN_TARGET_LUFS:g} and {MAX_TARGET_LUFS:g} LUFS")
             elif name == "mode":
                 if self.mode not in MODES:
                     raise ValueError(f"must be one of {', '.join(MODES)}")
@@ -140,13 +141,92 @@ class MusicSettings:
         problems: list[str] = []
         for name, value in data.items():
             if name not in FIELD_NAMES or name in TRANSIENT_FIELDS:
-                problems.append(f"{source}: unknown music setting {name!r}")
+                problems.append(f"{source}: unknown music setting {shown(name)}; {LEFT_AS_WRITTEN}")
                 continue
             try:
                 settings = settings.with_field(name, value)
             except ValueError as exc:
                 problems.append(f"{source}: music.{name}: {exc}")
         return settings, problems
+
+
+LEFT_AS_WRITTEN = "left in the file as written, not used"
+
+
+@dataclass(frozen=True)
+class MusicSection:
+    """The music pane's section of the config file: settings, output port, tempo and volume.
+
+    Keys this version does not know (a newer version's, or a typo) are reported and saved back
+    as written, at the top of the section and inside ``settings``, so a settings change never
+    deletes what the user wrote.
+    """
+
+    settings: MusicSettings = field(default_factory=MusicSettings)
+    port: PortChoice | None = None
+    tempo: float = 1.0
+    volume: float = 1.0
+    unused: dict[str, Any] = field(default_factory=dict)
+    unused_settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, section: object, source: str = "config: music") -> tuple["MusicSection", list[str]]:
+        """The section as the pane uses it, and one line per problem (each bad entry → its default)."""
+        if section is None:
+            return cls(), []
+        if not isinstance(section, dict):
+            return cls(), [f"{source}: must be an object, found {type(section).__name__}; using the defaults"]
+        problems: list[str] = []
+        settings, unused_settings = MusicSettings(), {}
+        stored = section.get("settings", {})
+        if isinstance(stored, dict):
+            settings, settings_problems = MusicSettings.from_dict(stored, source)
+            problems += settings_problems
+            unused_settings = {k: v for k, v in stored.items() if k not in FIELD_NAMES or k in TRANSIENT_FIELDS}
+        else:
+            problems.append(f"{source}: 'settings' must be an object; using the defaults")
+        port = None
+        if section.get("port") is not None and section.get("port") != "":
+            try:
+                if not isinstance(section["port"], str):
+                    raise ValueError(f"expected text like port:JACK:NAME, found {shown(section['port'])}")
+                port = PortChoice.from_setting(section["port"])
+            except (ValueError, EngineError) as exc:
+                problems.append(f"{source}: port: {exc}")
+        tempo = _ranged(section, "tempo", MIN_TEMPO, MAX_TEMPO, source, problems)
+        volume = _ranged(section, "volume", MIN_VELOCITY_SCALE, MAX_VELOCITY_SCALE, source, problems)
+        unused = {k: v for k, v in section.items() if k not in SECTION_KEYS}
+        problems += [f"{source}: unknown key {shown(k)}; {LEFT_AS_WRITTEN}" for k in unused]
+        return cls(settings, port, tempo, volume, unused, unused_settings), problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.unused,
+            "settings": {**self.unused_settings, **self.settings.to_dict()},
+            "port": self.port.to_setting() if self.port is not None else None,
+            "tempo": self.tempo,
+            "volume": self.volume,
+        }
+
+
+SECTION_KEYS = frozenset({"settings", "port", "tempo", "volume"})
+
+
+def _ranged(section: dict[str, Any], name: str, low: float, high: float, source: str, problems: list[str]) -> float:
+    """A factor of the section (1.0 when absent or not a number; the nearest limit when outside)."""
+    if name not in section:
+        return 1.0
+    try:
+        value = coerce_number(section[name], whole=False)
+    except ValueError as exc:
+        problems.append(f"{source}: music.{name}: {exc}; using 1")
+        return 1.0
+    if not low <= value <= high:
+        clamped = min(high, max(low, value))
+        problems.append(f"{source}: music.{name}: must be between {low:g} and {high:g}, found {shown(section[name])}; "
+                        f"using {clamped:g}")
+        return clamped
+    return value
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(MusicSettings))
@@ -163,11 +243,11 @@ def coerce_field(name: str, value: object) -> object:
         return None
     if name == "mode":
         if value not in MODES:
-            raise ValueError(f"must be one of {', '.join(MODES)}, found {value!r}")
+            raise ValueError(f"must be one of {', '.join(MODES)}, found {shown(value)}")
         return value
     if name == "piano_only":
         if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, found {value!r}")
+            raise ValueError(f"expected true or false, found {shown(value)}")
         return value
     if name in _TEXT_FIELDS:
         if not isinstance(value, str):

@@ -12,6 +12,7 @@ ABC mode is plain sampling of a character-level model between BOS (2) and EOS (3
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -60,7 +61,11 @@ class MidiSettings:
     prompt_limit: int = 2048
 
     def validate(self) -> "MidiSettings":
+        if not math.isfinite(self.repetition_penalty):
+            raise MusicError(f"repetition_penalty must be a finite number, found {self.repetition_penalty}")
         self.sampling_params()
+        if self.length_target < 1:
+            raise MusicError(f"length_target must be ≥ 1 (a token count), found {self.length_target}")
         if self.length_scale <= 0:
             raise MusicError("length_scale must be > 0")
         if self.prompt_limit < 1:
@@ -279,6 +284,11 @@ class AbcSettings:
     top_k: int = 8
     max_tokens: int = 1024
     seed: int | None = None
+
+    def validate(self) -> "AbcSettings":
+        """Return self, or EngineError naming the first invalid field (before any model work)."""
+        self.sampling_params(0)
+        return self
 
     def sampling_params(self, vocab_size: int) -> SamplingParams:
         # Ids 0–2 carry no text, control characters (ESC!) would garble a terminal and ids past

@@ -11,6 +11,10 @@ Whatever ends the sound — stop, pause, a new piece, closing the app — the sy
 silenced the same thorough way: note-offs for every note we started, sustain off, then All
 Notes Off (CC123) and All Sound Off (CC120) on all 16 channels.
 
+A port that goes away mid-piece (the synthesizer or the JACK server killed) is reported once;
+the music goes on being written and played silently, and each new piece tries the port again, so
+play resumes on the next piece once the synthesizer is back, starting from a silenced synth.
+
 The scheduling rules live in ``PlaybackSchedule``, a plain object driven with explicit times,
 so they are tested without threads or sleeps; ``Player`` adds the thread, the sink and the
 thread-safe controls.
@@ -30,7 +34,7 @@ from typing import Callable, Iterable, Sequence
 
 import mido
 
-from engine.music.errors import MidiPortError
+from engine.music.errors import MidiPortError, MusicError
 from engine.music.midi_codec import CHANNEL_PROGRAMS, NoteEvent
 from engine.music.ports import DEFAULT_CLIENT_NAME, MidiSink, PortChoice, open_sink
 
@@ -41,6 +45,24 @@ DEFAULT_PREBUFFER_MS = 300.0
 HEALTH_CHECK_SECONDS = 0.5
 MIN_TEMPO, MAX_TEMPO = 0.25, 4.0
 MIN_VELOCITY_SCALE, MAX_VELOCITY_SCALE = 0.0, 2.0
+
+
+def check_tempo(tempo: float) -> float:
+    """``tempo`` if it is a playback speed the player offers; MusicError with the range if not.
+
+    For values a user gives outright (the CLI); the player's own setter clamps, for UI steps.
+    """
+    if not MIN_TEMPO <= tempo <= MAX_TEMPO:  # NaN fails too
+        raise MusicError(f"tempo must be between {MIN_TEMPO:g} and {MAX_TEMPO:g} (a speed factor), found {tempo:g}")
+    return tempo
+
+
+def check_volume(scale: float) -> float:
+    """``scale`` if it is a velocity factor the player offers; MusicError with the range if not."""
+    if not MIN_VELOCITY_SCALE <= scale <= MAX_VELOCITY_SCALE:
+        raise MusicError(f"volume must be between {MIN_VELOCITY_SCALE:g} and {MAX_VELOCITY_SCALE:g} "
+                         f"(a factor on note velocities), found {scale:g}")
+    return scale
 
 
 class PlayerState(str, enum.Enum):
@@ -236,8 +258,8 @@ def _silence_all_players() -> None:
 class Player:
     """Plays timed MIDI to a sink from its own thread; every method is thread-safe.
 
-    Callbacks (``on_error``, ``on_end``) run on the player thread: a UI must hand them over
-    to its own thread. ``status()`` is cheap, for polling a playhead.
+    Callbacks (``on_error``, ``on_end``, ``on_reconnect``) run on the player thread: a UI must
+    hand them over to its own thread. ``status()`` is cheap, for polling a playhead.
     """
 
     def __init__(
@@ -247,10 +269,14 @@ class Player:
         prebuffer_ms: float = DEFAULT_PREBUFFER_MS,
         on_error: Callable[[str], None] | None = None,
         on_end: Callable[[], None] | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sink = sink
         self._port_choice: PortChoice | None = None
+        #: The chosen port while it is gone (it failed mid-piece); tried again at the next piece.
+        self._lost_port: PortChoice | None = None
+        self._client_name = DEFAULT_CLIENT_NAME
         self._clock = clock
         self._schedule = PlaybackSchedule(prebuffer_ms)
         self._cond = threading.Condition()
@@ -264,6 +290,8 @@ class Player:
         self._last_check = 0.0
         self.on_error = on_error
         self.on_end = on_end
+        #: Told the sink's description when a lost port is open again.
+        self.on_reconnect = on_reconnect
         self._thread = threading.Thread(target=self._run, name="rwkv-midi-player", daemon=True)
         self._thread.start()
         _players.add(self)
@@ -271,7 +299,11 @@ class Player:
     # ------------------------------------------------------------------ content
 
     def begin(self, programs: Sequence[tuple[int, int]] = CHANNEL_PROGRAMS) -> None:
-        """Start a new piece that will be fed while it is written (silences the old one)."""
+        """Start a new piece that will be fed while it is written (silences the old one).
+
+        A port that went away is tried again first (this can take a moment: call it from the
+        thread that feeds the music, not a UI thread)."""
+        self._reopen_lost_port()
         with self._cond:
             if self._schedule.state == PlayerState.PLAYING or self._held:
                 self._silence()
@@ -284,6 +316,7 @@ class Player:
     def load(self, entries: Iterable[TimedMessage], end_ms: float | None = None,
              programs: Sequence[tuple[int, int]] = CHANNEL_PROGRAMS) -> None:
         """Load a complete piece."""
+        self._reopen_lost_port()  # before taking the lock: opening a port takes a moment
         with self._cond:
             self.begin(programs)
             self._schedule.feed(entries)
@@ -391,6 +424,7 @@ class Player:
                     pass
             self._sink = sink
             self._port_choice = None
+            self._lost_port = None  # the user decided: a lost port is not reopened behind their back
             self._error = None
             self._held.clear()
             if sink is not None and self._schedule.state == PlayerState.PLAYING:
@@ -407,6 +441,31 @@ class Player:
         sink = open_sink(choice, client_name) if choice is not None else None
         self.set_sink(sink)
         self._port_choice = choice
+        self._client_name = client_name
+
+    def _reopen_lost_port(self) -> None:
+        """Open the lost port again if it is back; if not, stay silent (the owner was told once)."""
+        with self._cond:
+            choice = self._lost_port if self._sink is None and not self._closed else None
+        if choice is None:
+            return
+        try:
+            sink = open_sink(choice, self._client_name)
+        except MidiPortError:
+            return
+        with self._cond:
+            if self._lost_port != choice or self._sink is not None or self._closed:
+                sink.close()  # the user picked another output meanwhile
+                return
+            self._sink, self._port_choice, self._lost_port, self._error = sink, choice, None, None
+            self._held.clear()
+            # A synthesizer that stayed up (only the connection broke) may still sound the notes
+            # of the piece that was cut off.
+            self._silence()
+            if self.on_reconnect is not None:
+                callback, description = self.on_reconnect, sink.description
+                self._callbacks.append(lambda: callback(description))
+            self._cond.notify_all()
 
     @property
     def port_choice(self) -> PortChoice | None:
@@ -544,6 +603,7 @@ class Player:
     def _fail(self, message: str) -> None:
         """The port is gone: stop using it, keep the position, tell the owner once."""
         sink, self._sink = self._sink, None
+        self._lost_port = self._port_choice
         self._held.clear()
         self._error = message
         self._schedule.pause(self._clock())

@@ -3,18 +3,33 @@
 A sink is anything that accepts raw MIDI messages; the player only talks to sinks, so tests
 use ``RecordingSink`` and the app can offer "no output" without special cases.
 
-Two facts of the platform shape this module: RtMidi's ALSA back end fails outright (and
-prints to the C stderr) where ``/dev/snd/seq`` is missing, and a JACK destination that goes
-away produces no error at all — sends just vanish — so the sink checks that its destination
-is still listed.
+Facts of the platform shape this module (each checked against jackd 1.9 and python-rtmidi 1.5):
+
+- RtMidi's ALSA back end fails outright (and prints to the C stderr) where ``/dev/snd/seq`` is
+  missing.
+- A JACK destination that goes away produces no error at all — sends just vanish — so the sink
+  checks that its destination is still listed.
+- A JACK server that dies is not noticed by its clients either: the port list they read is the
+  dead server's shared memory, still showing every port. The sink therefore also checks that the
+  server still accepts connections on its socket (JACK2's; where there is none, e.g. PipeWire's
+  JACK, this check is skipped).
+- Closing a client of a dead server is safe only until another client is opened in the process:
+  after that, libjack crashes the process (SIGSEGV) in the close. So every client is opened and
+  closed under one lock, and the clients of a dead server are closed before any new one opens.
+- libjack prints its complaints about a dead server from its own threads, straight to the C
+  stderr, where they would garble a full-screen UI: they are silenced (``_silence_libjack``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import reprlib
+import socket
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence
 
@@ -73,10 +88,22 @@ class RecordingSink:
 
 # --------------------------------------------------------------------------- rtmidi
 
+#: Held while any MIDI client is opened or closed, and while the C stderr is redirected (two
+#: threads redirecting at once would leave it pointing at /dev/null for good).
+_clients_lock = threading.RLock()
+#: Open sinks, to close a dead JACK server's clients before any new client opens.
+_open_sinks: "weakref.WeakSet[RtMidiSink]" = weakref.WeakSet()
+
 
 @contextlib.contextmanager
 def _quiet_c_stderr() -> Iterator[None]:
     """Silence what the ALSA and JACK C libraries print while probing (it would garble a TUI)."""
+    with _clients_lock, _stderr_redirected():
+        yield
+
+
+@contextlib.contextmanager
+def _stderr_redirected() -> Iterator[None]:
     try:
         saved = os.dup(2)
     except OSError:
@@ -100,7 +127,83 @@ def _rtmidi():  # noqa: ANN202 - the module
         import rtmidi
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise MidiPortError(f"python-rtmidi is not available ({exc})") from None
+    _silence_libjack()
     return rtmidi
+
+
+_libjack_silenced: list[bool] = []
+
+
+def _silence_libjack() -> None:
+    """Send libjack's error and info lines nowhere (once).
+
+    libjack prints them from its own threads straight to the C stderr, where they garble a
+    full-screen UI (a dead server makes several). They cannot go to a Python callback: closing
+    a client cancels libjack's threads (pthread_cancel), possibly inside the callback, which
+    leaves the interpreter's lock held for good (the app froze so). So they go to ``strlen``,
+    a C function that only reads its argument.
+    """
+    if _libjack_silenced:
+        return
+    _libjack_silenced.append(True)
+    path = _loaded_libjack()
+    if path is None:
+        return  # rtmidi was built without JACK, or this is not Linux: nothing to silence
+    try:
+        libjack = ctypes.CDLL(path)  # the copy rtmidi loaded (its wheel bundles its own)
+        no_op = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p)
+    except (OSError, AttributeError):
+        return
+    for setter in ("jack_set_error_function", "jack_set_info_function"):
+        function = getattr(libjack, setter, None)
+        if function is not None:
+            function.argtypes = [ctypes.c_void_p]
+            function.restype = None
+            function(no_op)
+
+
+def _loaded_libjack() -> str | None:
+    """The path of the libjack this process has loaded, from /proc/self/maps (Linux)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[-1].strip() if line.count(" ") >= 5 else ""
+                if os.path.basename(path).startswith("libjack"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def jack_server_socket() -> str | None:
+    """The socket of the JACK2 server our clients use, if it is a JACK2 server on this machine.
+
+    JACK2 listens on ``/dev/shm/jack_<server>_<uid>_0`` (server: ``$JACK_DEFAULT_SERVER`` or
+    "default"). None when there is no such socket (no server, or another JACK implementation).
+    """
+    server = os.environ.get("JACK_DEFAULT_SERVER") or "default"
+    path = f"/dev/shm/jack_{server}_{os.getuid()}_0"
+    return path if _accepts_connections(path) else None
+
+
+def _accepts_connections(path: str) -> bool:
+    """Whether a server listens on this UNIX socket (a killed server leaves the file behind)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _close_clients_of_dead_servers() -> None:
+    """Close our JACK clients whose server is gone, before a new client opens (lock held)."""
+    for sink in list(_open_sinks):
+        if sink.server_gone():
+            sink.close(reason=f"the JACK server stopped: {sink.description} is gone")
 
 
 def _api_names() -> dict[str, int]:
@@ -147,6 +250,7 @@ def list_output_ports(client_name: str = DEFAULT_CLIENT_NAME) -> PortListing:
     for api_name, api in _api_names().items():
         try:
             with _quiet_c_stderr():
+                _close_clients_of_dead_servers()
                 out = rtmidi.MidiOut(rtapi=api, name=client_name)
                 names = out.get_ports()
                 out.delete()
@@ -177,7 +281,7 @@ class PortChoice:
         kind, sep, rest = text.partition(":")
         api, sep2, name = rest.partition(":")
         if not sep or not sep2 or kind not in ("port", "virtual") or not api or not name:
-            raise MidiPortError(f"MIDI port setting {text!r} is not of the form port:API:NAME or virtual:API:NAME")
+            raise MidiPortError(f"MIDI port setting {_quoted(text)} is not of the form port:API:NAME or virtual:API:NAME")
         return cls(api, name, kind == "virtual")
 
     def describe(self) -> str:
@@ -185,32 +289,50 @@ class PortChoice:
 
 
 class RtMidiSink:
-    """An open rtmidi output port."""
+    """An open rtmidi output port. Thread-safe: another thread may close it (see
+    ``_close_clients_of_dead_servers``) while the player sends."""
 
     def __init__(self, choice: PortChoice, client_name: str = DEFAULT_CLIENT_NAME) -> None:
         rtmidi = _rtmidi()
         apis = _api_names()
         api = next((v for k, v in apis.items() if k.lower() == choice.api.lower()), None)
         if api is None:
-            raise MidiPortError(f"MIDI API {choice.api!r} is not available here (have: {', '.join(apis) or 'none'})")
+            raise MidiPortError(f"MIDI API {_quoted(choice.api)} is not available here (have: {', '.join(apis) or 'none'})")
         self.choice = choice
         self.description = choice.describe()
+        self._closed = True  # until the port is open
+        self._closed_reason: str | None = None
+        self._lock = threading.Lock()
+        #: The JACK2 server socket to watch (None: not JACK, or no way to tell).
+        self._server_socket: str | None = None
+        with _clients_lock:
+            self._open(rtmidi, api, choice, client_name)
+            self._closed = False
+            self._sent_any = False
+            _open_sinks.add(self)
+
+    def _open(self, rtmidi, api: int, choice: PortChoice, client_name: str) -> None:  # noqa: ANN001
         try:
             with _quiet_c_stderr():
+                _close_clients_of_dead_servers()
                 self._out = rtmidi.MidiOut(rtapi=api, name=client_name)
         except Exception as exc:
             raise MidiPortError(f"cannot open {choice.describe()}: {_explain(choice.api, exc)}") from None
+        if choice.api.upper() == "JACK":
+            self._server_socket = jack_server_socket()
         try:
             if choice.virtual:
                 self._out.open_virtual_port(choice.name)
                 self.destination = None
             else:
                 names = self._out.get_ports()
-                index = _match_port(names, choice.name)
+                index = match_port(names, choice.name)
                 if index is None:
                     shown = ", ".join(names) if names else "none"
-                    raise MidiPortError(f"MIDI port {choice.name!r} ({choice.api}) not found; available: {shown}")
+                    raise MidiPortError(f"MIDI port {_quoted(choice.name)} ({_quoted(choice.api)}) not found; "
+                                        f"available: {shown}")
                 self.destination = names[index]
+                self.description = f"{self.destination} ({choice.api})"  # the port it resolved to
                 self._out.open_port(index, "out")
                 if choice.api == "JACK":
                     # jack_connect returns before the new connection carries data: messages sent
@@ -222,44 +344,65 @@ class RtMidiSink:
         except Exception as exc:
             self._out.delete()
             raise MidiPortError(f"cannot open {choice.describe()}: {exc}") from None
-        self._closed = False
-        self._sent_any = False
+
+    def server_gone(self) -> bool:
+        """Whether this is a JACK client whose server has stopped (cheap: one local connect)."""
+        return self._server_socket is not None and not _accepts_connections(self._server_socket)
 
     def send(self, message: Sequence[int]) -> None:
-        if self._closed:
-            raise MidiPortError(f"{self.description} is closed")
-        try:
-            self._out.send_message(list(message))
-            self._sent_any = True
-        except Exception as exc:
-            raise MidiPortError(f"{self.description}: {exc}") from None
+        with self._lock:
+            if self._closed:
+                raise MidiPortError(self._closed_reason or f"{self.description} is closed")
+            try:
+                self._out.send_message(list(message))
+                self._sent_any = True
+            except Exception as exc:
+                raise MidiPortError(f"{self.description}: {exc}") from None
 
     def check(self) -> str | None:
-        if self._closed:
-            return f"{self.description} is closed"
-        if self.destination is None:
-            return None
-        try:
-            present = self.destination in self._out.get_ports()
-        except Exception as exc:
-            return f"{self.description}: {exc}"
+        with self._lock:
+            if self._closed:
+                return self._closed_reason or f"{self.description} is closed"
+            if self.server_gone():
+                return f"the JACK server stopped: {self.description} is gone"
+            if self.destination is None:
+                return None
+            try:
+                present = self.destination in self._out.get_ports()
+            except Exception as exc:
+                return f"{self.description}: {exc}"
         return None if present else f"MIDI port {self.destination} ({self.choice.api}) disappeared"
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.choice.api == "JACK" and self._sent_any:
-            # JACK delivers MIDI in its next process cycle; closing the port at once drops what
-            # is still queued, which at the end of a piece is the silence (all notes off).
-            time.sleep(JACK_FLUSH_SECONDS)
-        with contextlib.suppress(Exception):
-            self._out.close_port()
-        with contextlib.suppress(Exception):
-            self._out.delete()
+    def close(self, reason: str | None = None) -> None:
+        """Close the port (safe to call more than once); ``reason`` is what a later send says."""
+        with _clients_lock, self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._closed_reason = reason
+            _open_sinks.discard(self)
+            if self.choice.api == "JACK" and self._sent_any and not self.server_gone():
+                # JACK delivers MIDI in its next process cycle; closing the port at once drops
+                # what is still queued, which at the end of a piece is the silence (all notes off).
+                time.sleep(JACK_FLUSH_SECONDS)
+            with contextlib.suppress(Exception):
+                self._out.close_port()
+            with contextlib.suppress(Exception):
+                self._out.delete()
 
 
-def _match_port(names: Sequence[str], wanted: str) -> int | None:
+def _quoted(text: str) -> str:
+    """A name from a settings file, quoted short and on one line for a message."""
+    return _SHORT.repr(text)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 60
+
+
+def match_port(names: Sequence[str], wanted: str) -> int | None:
+    """Index of the port a choice's name means: the exact name, else the first that contains it
+    (any case). The one rule for opening a port and for showing which port a choice plays to."""
     if wanted in names:
         return names.index(wanted)
     lowered = wanted.lower()

@@ -26,6 +26,8 @@ from engine.music.files import atomic_write, midi_bytes
 
 DEFAULT_TARGET_LUFS = -14.0  # streaming-music level (MusicGen's loudness strategy)
 DEFAULT_PEAK_DBFS = -1.0  # EBU R128's true-peak ceiling, applied to sample peaks
+MIN_TARGET_LUFS, MAX_TARGET_LUFS = -70.0, 0.0
+MIN_PEAK_DBFS, MAX_PEAK_DBFS = -20.0, 0.0
 DEFAULT_SAMPLE_RATE = 44_100
 TAIL_FLOOR_DB = -60.0  # the tail ends where the level falls this far below the peak
 FADE_SECONDS = 0.05
@@ -195,6 +197,16 @@ def normalize(audio: np.ndarray, sample_rate: int, target_lufs: float, peak_dbfs
     return np.clip(out, -ceiling, ceiling), gain_db, limited_any
 
 
+def check_targets(target_lufs: float, peak_dbfs: float) -> None:
+    """RenderError with the valid range for a loudness target or peak ceiling that makes no sense
+    (checked before a render, and by the CLI before it generates what it would render)."""
+    if not MIN_TARGET_LUFS <= target_lufs <= MAX_TARGET_LUFS:  # NaN fails too
+        raise RenderError(f"loudness target must be between {MIN_TARGET_LUFS:g} and {MAX_TARGET_LUFS:g} LUFS, "
+                          f"got {target_lufs:g}")
+    if not MIN_PEAK_DBFS <= peak_dbfs <= MAX_PEAK_DBFS:
+        raise RenderError(f"peak limit must be between {MIN_PEAK_DBFS:g} and {MAX_PEAK_DBFS:g} dBFS, got {peak_dbfs:g}")
+
+
 def render_wav(
     midi: mido.MidiFile | str | Path,
     path: str | Path,
@@ -207,10 +219,7 @@ def render_wav(
     """Render ``midi`` to a 16-bit stereo .wav at ``path`` (saved atomically)."""
     import soundfile
 
-    if not -70.0 <= target_lufs <= 0.0:
-        raise RenderError(f"loudness target must be between -70 and 0 LUFS, got {target_lufs}")
-    if not -20.0 <= peak_dbfs <= 0.0:
-        raise RenderError(f"peak limit must be between -20 and 0 dBFS, got {peak_dbfs}")
+    check_targets(target_lufs, peak_dbfs)
     if not isinstance(midi, mido.MidiFile):
         from engine.music.midi_codec import load_midi_file
 

@@ -117,11 +117,18 @@ def test_seed_repeats_exactly_and_snapshots_resume() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("temperature", -1), ("top_p", 1.5), ("top_k", -2), ("penalty_decay", 2.0), ("max_tokens", 0), ("seed", -3)],
+    [("temperature", -1), ("top_p", 1.5), ("top_k", -2), ("penalty_decay", 2.0), ("max_tokens", 0), ("seed", -3),
+     ("seed", 2**64)],
 )
 def test_invalid_settings_are_rejected(field: str, value: float) -> None:
     with pytest.raises(EngineError, match="invalid sampling setting"):
         SamplingParams(**{field: value}).validate()
+
+
+def test_the_largest_seed_is_accepted_and_works() -> None:
+    """A seed past 64 bits used to pass validation and fail inside torch at the first token."""
+    params = SamplingParams(seed=2**64 - 1).validate()
+    assert 0 <= Sampler(params, 16).sample(torch.zeros(16)) < 16
 
 
 def test_params_roundtrip_through_dict() -> None:

@@ -87,10 +87,16 @@ def test_piano_only_samples_no_other_instrument(midi_model) -> None:
 
 
 def test_length_control_ends_the_piece(midi_model) -> None:
-    # A huge <pad> bias from the first step: the model must stop at once.
-    result = gen.MidiGeneration(midi_model, gen.MidiSettings(max_tokens=50, length_target=-1, length_scale=1e-4, seed=1)).run()
-    assert result.stop_reason == StopReason.STOP_TOKEN and result.tokens == []
-    assert result.text == "<start> <end>"
+    # The shortest target with a huge <pad> bias per step past it: the model must stop right there
+    # (a target below 1 token is refused as nonsense since the CLI took --length-target -1).
+    result = gen.MidiGeneration(midi_model, gen.MidiSettings(max_tokens=50, length_target=1, length_scale=1e-4, seed=1)).run()
+    assert result.stop_reason == StopReason.STOP_TOKEN and len(result.tokens) <= 2
+    assert result.text.startswith("<start> ") and result.text.endswith(" <end>")
+
+
+def test_a_length_target_below_one_token_is_refused() -> None:
+    with pytest.raises(MusicError, match="length_target must be ≥ 1"):
+        gen.MidiSettings(length_target=0).validate()
 
 
 def test_continuation_prefills_the_file_and_replays_it_first(midi_model, tmp_path) -> None:

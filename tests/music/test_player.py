@@ -347,3 +347,68 @@ def test_set_port_failure_keeps_the_current_output(monkeypatch) -> None:
         assert player.sink is sink and player.port_choice is None
         player.set_port(None)
         assert player.sink is None and sink.closed
+
+
+def test_a_lost_port_is_opened_again_for_the_next_piece(monkeypatch) -> None:
+    """Kill the synthesizer mid-piece: one error, and the next pieces play silently while it is
+    down (no error per piece). When it is back, the next piece plays there again, starting with
+    All Notes Off and All Sound Off on all 16 channels, and every note it strikes is released."""
+    import engine.music.player as player_module
+
+    available: list[RecordingSink] = [RecordingSink("synth (JACK)", fail_after=15)]
+    opened: list[RecordingSink] = []
+
+    def open_sink_fake(choice: PortChoice, client_name: str = "") -> RecordingSink:
+        if not available:
+            raise MidiPortError(f"MIDI port {choice.name!r} (JACK) not found; available: none")
+        opened.append(available.pop(0))
+        return opened[-1]
+
+    monkeypatch.setattr(player_module, "open_sink", open_sink_fake)
+    errors: list[str] = []
+    back: list[str] = []
+    ended = threading.Event()
+    piece = [note(0, 60), (40, (0x87, 60, 64)), note(40, 62), (80, (0x87, 62, 64))]
+    with Player(prebuffer_ms=0, on_error=errors.append, on_reconnect=back.append, on_end=ended.set) as player:
+        player.set_port(PortChoice("JACK", "synth"))
+        player.load([note(0, 60), note(0, 61), note(50, 62), note(100, 63)], end_ms=200)
+        player.play()
+        wait_for(lambda: bool(errors))
+        assert player.status().sink is None
+        # Still down: the next piece is written and played silently, without a second error.
+        ended.clear()
+        player.load(piece, end_ms=100)
+        player.play()
+        assert ended.wait(5) and player.sink is None and len(opened) == 1
+        # Back: the next piece plays to it.
+        available.append(RecordingSink("synth (JACK)"))
+        ended.clear()
+        player.load(piece, end_ms=100)
+        assert player.sink is opened[1] and player.port_choice == PortChoice("JACK", "synth")
+        player.play()
+        assert ended.wait(5)
+        wait_for(lambda: back == ["synth (JACK)"])
+    assert errors == ["recording sink: port disappeared"]
+    sent = opened[1].messages()
+    assert sent[:48] == silence_tail(opened[1])  # a synth that stayed up holds nothing of the old piece
+    assert sent[48:61] == [(0xC0 | c, p) for c, p in sorted(codec.CHANNEL_PROGRAMS)]
+    struck = [m[:2] for m in sent if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    released = [m[:2] for m in sent if m[0] & 0xF0 == 0x80]
+    assert struck == [(0x97, 60), (0x97, 62)] and sorted(released) == sorted((0x87, n) for _, n in struck)
+
+
+def test_picking_an_output_while_the_port_is_lost_is_the_users_choice(monkeypatch) -> None:
+    import engine.music.player as player_module
+
+    calls: list[PortChoice] = []
+    monkeypatch.setattr(player_module, "open_sink",
+                        lambda choice, client_name="": (calls.append(choice), RecordingSink(fail_after=0))[1])
+    errors: list[str] = []
+    with Player(prebuffer_ms=0, on_error=errors.append) as player:
+        player.set_port(PortChoice("JACK", "synth"))
+        player.load([note(0)], end_ms=50)
+        player.play()
+        wait_for(lambda: bool(errors))
+        player.set_sink(None)  # "No output (silent)": not reopened behind the user's back
+        player.load([note(0)], end_ms=50)
+    assert calls == [PortChoice("JACK", "synth")]

@@ -1,27 +1,26 @@
 """Real synthesizer tests: our player drives FluidSynth through JACK, and FluidSynth renders.
 
 jackd runs with the dummy driver under a private server name, FluidSynth takes MIDI from a
-JACK port and logs every note it starts (-v), so the test sees exactly what reached the synth.
-Every process started here is stopped by its own handle, also when a test fails.
+JACK port and logs every note it starts (-v), so the test sees exactly what reached the synth
+(tests/music/synth_rig.py). Every process started here is stopped by its own handle, also when
+a test fails; the synth and the server are also taken away mid-piece and brought back.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from engine.music import midi_codec as codec
 from engine.music.player import Player, PlayerState
 from engine.music.ports import PortChoice, list_output_ports, open_sink
-from engine.music.render import find_soundfont, render_wav
+from engine.music.render import render_wav
 from tests.helpers import require_tool
+from tests.music.synth_rig import LOG_TIMEOUT, SynthRig, synth_rig  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.system_tools
 
@@ -34,79 +33,10 @@ PIECE = (
 )
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def fluidsynth_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path, subprocess.Popen]]:
-    """(JACK port name of a running FluidSynth, its verbose log, its process)."""
-    require_tool("jackd", "fluidsynth")
-    soundfont = find_soundfont()
-    server = f"rwkvtest{os.getpid()}"
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", server)  # our rtmidi client joins this server
-    env = dict(os.environ, JACK_DEFAULT_SERVER=server, JACK_NO_START_SERVER="1")
-    jack_log = tmp_path / "jackd.log"
-    synth_log = tmp_path / "fluidsynth.log"
-    processes: list[subprocess.Popen] = []
-    try:
-        with open(jack_log, "wb") as log:
-            processes.append(subprocess.Popen(
-                ["jackd", "-n", server, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            ))
-        _wait(lambda: not any(problem.startswith("JACK") for problem in list_output_ports().problems), 15, "jackd")
-        with open(synth_log, "wb") as log:
-            # stdin stays open (a pipe): FluidSynth with no MIDI file and no shell server would
-            # otherwise exit at once.
-            processes.append(subprocess.Popen(
-                ["fluidsynth", "-v", "-a", "jack", "-m", "jack", "-g", "0.5",
-                 "-o", "audio.jack.autoconnect=0", "-o", "midi.jack.id=rwkvsynth",
-                 "-o", "audio.jack.id=rwkvsynth", str(soundfont)],
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
-            ))
-        # The banner comes after the sound font is loaded and the drivers are up.
-        _wait(lambda: "help topics" in synth_log.read_text(errors="replace"), 60, "FluidSynth to start")
-        yield "rwkvsynth:midi_00", synth_log, processes[-1]
-    finally:
-        for process in reversed(processes):
-            if process.stdin:
-                process.stdin.close()
-            _stop(process)
-        assert all(p.poll() is not None for p in processes)
-
-
-def synth_note_ons(log: Path) -> list[tuple[int, int, int]]:
-    """Note-ons FluidSynth started, in order: (channel, key, velocity), one per note (a note
-    with several voices logs several lines with the same note id)."""
-    seen: set[str] = set()
-    notes: list[tuple[int, int, int]] = []
-    for line in log.read_text(errors="replace").splitlines():
-        match = re.search(r"noteon\t(\d+)\t(\d+)\t(\d+)\t(\d+)", line)
-        if match and match.group(4) not in seen:
-            seen.add(match.group(4))
-            notes.append((int(match.group(1)), int(match.group(2)), int(match.group(3))))
-    return notes
-
-
-def test_streamed_piece_reaches_fluidsynth_in_order(fluidsynth_port) -> None:
-    port, log, _synth = fluidsynth_port
+def test_streamed_piece_reaches_fluidsynth_in_order(synth_rig: SynthRig) -> None:
     listing = list_output_ports()
-    assert port in [p.name for p in listing.ports if p.api == "JACK"]
+    assert synth_rig.port in [p.name for p in listing.ports if p.api == "JACK"]
+    start = synth_rig.mark()
     sink = open_sink(PortChoice("JACK", "rwkvsynth"))
     ended = threading.Event()
     errors: list[str] = []
@@ -121,26 +51,18 @@ def test_streamed_piece_reaches_fluidsynth_in_order(fluidsynth_port) -> None:
             player.feed_events(decoder.feed_text(word), decoder.time_ms)
             time.sleep(0.004 if index % 10 else 0.03)
         player.finish(decoder.time_ms)
-        assert ended.wait(20), player.status()
+        assert ended.wait(LOG_TIMEOUT), player.status()
         assert player.status().state == PlayerState.ENDED
     finally:
         player.close()
     assert errors == []
     expected = [(e.channel, e.note, e.velocity) for e in codec.decode_tokens(PIECE).events if e.is_on]
-    _wait(lambda: len(synth_note_ons(log)) >= len(expected), 5, "FluidSynth's log")
-    assert synth_note_ons(log) == expected
     # FluidSynth logs what it received a little later than we sent it: wait for the last of it.
-    def after_banner() -> str:
-        return log.read_text(errors="replace").split("help topics", 1)[1]
-
-    def all_sound_off(text: str) -> list[int]:
-        tail = text[text.rindex("noteon"):] if "noteon" in text else ""
-        return sorted(int(c) for c in re.findall(r"cc\t(\d+)\t120\t0", tail))
-
-    _wait(lambda: all_sound_off(after_banner()) == list(range(16)), 5, "All Sound Off on 16 channels")
-    text = after_banner()
-    offs = re.findall(r"noteoff\t(\d+)\t(\d+)\t", text)
-    assert {(int(c), int(k)) for c, k in offs} == {(c, k) for c, k, _ in expected}
+    synth_rig.wait_log(lambda _: len(synth_rig.note_ons(start)) >= len(expected), "the notes in FluidSynth's log")
+    assert synth_rig.note_ons(start) == expected
+    synth_rig.wait_log(lambda _: synth_rig.sound_off_channels(start) == list(range(16)), "All Sound Off on 16 channels")
+    text = synth_rig.text(start)
+    assert synth_rig.note_offs(start) == {(c, k) for c, k, _ in expected}
     # Each channel got its instrument before the first note.
     programs = [(int(c), int(p)) for c, _bank, p in re.findall(r"prog\t(\d+)\t(\d+)\t(\d+)", text)]
     assert sorted(programs[:13]) == sorted(codec.CHANNEL_PROGRAMS), text[:3000]
@@ -166,24 +88,129 @@ def test_same_piece_renders_to_the_loudness_target(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["piece.wav"]  # no temp files left
 
 
-def test_synth_that_goes_away_mid_piece_is_reported(fluidsynth_port) -> None:
-    _port, _log, synth = fluidsynth_port
-    errors: list[str] = []
-    reported = threading.Event()
-    player = Player(prebuffer_ms=0, on_error=lambda message: (errors.append(message), reported.set()))
+LONG_NOTE = codec.decode_tokens("pi:3c:a " + "t125 " * 20 + "pi:3c:0").events  # one note of 20 s
+
+
+def long_note_piece() -> list[tuple[float, tuple[int, ...]]]:
+    return [(e.time_ms, (0x97 if e.is_on else 0x87, e.note, e.velocity or 64)) for e in LONG_NOTE]
+
+
+def short_piece() -> list[tuple[float, tuple[int, ...]]]:
+    """Three piano notes in a quarter of a second, each released."""
+    return [(0.0, (0x90, 60, 90)), (80.0, (0x80, 60, 64)), (80.0, (0x90, 64, 90)), (160.0, (0x80, 64, 64)),
+            (160.0, (0x90, 67, 90)), (250.0, (0x80, 67, 64))]
+
+
+class Recorder:
+    """The player's callbacks, as events a test can wait on."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.back: list[str] = []
+        self.failed = threading.Event()
+        self.ended = threading.Event()
+
+    def player(self) -> Player:
+        return Player(prebuffer_ms=0, on_error=lambda m: (self.errors.append(m), self.failed.set()),
+                      on_end=self.ended.set, on_reconnect=self.back.append)
+
+
+def play_to_the_end(player: Player, recorder: Recorder, piece, end_ms: float) -> None:  # noqa: ANN001
+    recorder.ended.clear()
+    player.load(piece, end_ms=end_ms)
+    player.play()
+    assert recorder.ended.wait(LOG_TIMEOUT), player.status()
+
+
+def assert_played_cleanly_after(rig: SynthRig, since: int) -> None:
+    """The new connection began with All Sound Off on every channel, the short piece's notes
+    all reached the synth, and every note it started was released (no stuck notes)."""
+    rig.wait_log(lambda _: len(rig.note_ons(since)) >= 3 and len(rig.note_offs(since)) >= 3, "the next piece's notes")
+    text = rig.text(since)
+    first_note = text.index("noteon")
+    assert sorted({int(c) for c in re.findall(r"cc\t(\d+)\t120\t0", text[:first_note])}) == list(range(16))
+    assert [(c, k) for c, k, _ in rig.note_ons(since)] == [(0, 60), (0, 64), (0, 67)]
+    assert rig.note_offs(since) >= {(0, 60), (0, 64), (0, 67)}
+
+
+def test_synth_that_goes_away_mid_piece_is_reported_and_the_next_piece_plays_when_it_is_back(
+    synth_rig: SynthRig,
+) -> None:
+    recorder = Recorder()
+    player = recorder.player()
     try:
         player.set_port(PortChoice.from_setting("port:JACK:rwkvsynth"))  # as the app restores it
         assert player.port_choice == PortChoice("JACK", "rwkvsynth")
-        events = codec.decode_tokens("pi:3c:a " + "t125 " * 20 + "pi:3c:0").events
-        player.load([(e.time_ms, (0x97 if e.is_on else 0x87, e.note, e.velocity or 64)) for e in events], end_ms=20_000)
+        start = synth_rig.mark()
+        player.load(long_note_piece(), end_ms=20_000)
         player.play()
-        time.sleep(0.3)
-        _stop(synth)
-        assert reported.wait(10)
+        synth_rig.wait_log(lambda _: bool(synth_rig.note_ons(start)), "the note to sound")
+        synth_rig.kill_synth()
+        assert recorder.failed.wait(LOG_TIMEOUT)
         status = player.status()
         assert status.state == PlayerState.PAUSED and status.sink is None
         assert 0 < status.position_ms < 20_000
         player.feed([(25_000, (0x97, 62, 90))])  # a generator feeding on is unaffected
+        # While it is down, the next piece plays silently, without another error.
+        play_to_the_end(player, recorder, short_piece(), 300)
+        assert player.sink is None and recorder.back == []
+        synth_rig.start_synth()
+        back = synth_rig.mark()
+        play_to_the_end(player, recorder, short_piece(), 300)
+        assert recorder.back == ["rwkvsynth:midi_00 (JACK)"]
     finally:
         player.close()
-    assert len(errors) == 1 and "rwkvsynth:midi_00" in errors[0] and "disappeared" in errors[0]
+    assert len(recorder.errors) == 1 and "rwkvsynth:midi_00" in recorder.errors[0] and "disappeared" in recorder.errors[0]
+    assert_played_cleanly_after(synth_rig, back)
+
+
+def test_jack_server_that_stops_mid_piece_is_reported_and_the_next_piece_plays_when_it_is_back(
+    synth_rig: SynthRig,
+) -> None:
+    """A dead JACK server is invisible to its clients (their port list is its stale shared
+    memory), libjack writes its complaints to the C stderr, and closing the dead server's
+    client after any new client was tried crashes the process: none of that may show."""
+    recorder = Recorder()
+    player = recorder.player()
+    try:
+        player.set_port(PortChoice("JACK", "rwkvsynth"))
+        start = synth_rig.mark()
+        player.load(long_note_piece(), end_ms=20_000)
+        player.play()
+        synth_rig.wait_log(lambda _: bool(synth_rig.note_ons(start)), "the note to sound")
+        synth_rig.stop_jack()
+        assert recorder.failed.wait(LOG_TIMEOUT)
+        assert recorder.errors == ["the JACK server stopped: rwkvsynth:midi_00 (JACK) is gone"]
+        assert player.status().state == PlayerState.PAUSED
+        # Listing ports (a new JACK client) with the server gone, then the next piece: silent.
+        assert any("no JACK server" in problem for problem in list_output_ports().problems)
+        play_to_the_end(player, recorder, short_piece(), 300)
+        assert player.sink is None and len(recorder.errors) == 1
+        synth_rig.kill_synth()  # it lost its server: a new one needs a new synth
+        synth_rig.start_jack()
+        synth_rig.start_synth()
+        back = synth_rig.mark()
+        play_to_the_end(player, recorder, short_piece(), 300)
+        assert recorder.back == ["rwkvsynth:midi_00 (JACK)"]
+    finally:
+        player.close()
+    assert_played_cleanly_after(synth_rig, back)
+
+
+def test_libjack_complaints_never_reach_the_terminal(synth_rig: SynthRig, capfd) -> None:
+    """libjack writes "Cannot read socket fd", "JackSocketClientChannel read fail" and the like to
+    the C stderr when its server dies and when a client of the dead server closes; in the app that
+    is the terminal the UI draws on."""
+    recorder = Recorder()
+    player = recorder.player()
+    try:
+        player.set_port(PortChoice("JACK", "rwkvsynth"))
+        player.load(long_note_piece(), end_ms=20_000)
+        player.play()
+        capfd.readouterr()
+        synth_rig.stop_jack()
+        assert recorder.failed.wait(LOG_TIMEOUT)
+    finally:
+        player.close()
+    assert list_output_ports().ports == []  # a new client, with the server gone
+    assert capfd.readouterr().err == ""

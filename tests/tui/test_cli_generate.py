@@ -50,6 +50,19 @@ def test_invalid_sampling_setting_is_one_line_error(tiny_checkpoint: Path, capsy
     assert "top_p must be between 0 and 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--seed", str(2**64), "seed must be between 0 and 18446744073709551615"),  # was a traceback from torch
+    ("--max-tokens", "0", "max_tokens must be ≥ 1"),
+    ("--temperature", "nan", "temperature must be ≥ 0"),
+])
+def test_out_of_range_numbers_are_one_line_errors(
+    tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    code = main(["generate", "--model", str(tiny_checkpoint), "--prompt", "x", flag, value])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and err.count("\n") == 1
+
+
 def test_reader_closing_the_pipe_ends_quietly(tiny_checkpoint: Path) -> None:
     """`rwkv-tui generate ... | head -c 1`: no traceback, no error status for a reader that left."""
     command = [sys.executable, "-m", "tui.cli", "generate", "--model", str(tiny_checkpoint), "--tokenizer", "bytes",

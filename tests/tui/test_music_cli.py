@@ -129,3 +129,41 @@ def test_missing_demo_model_is_one_line(capsys, tmp_path, monkeypatch) -> None:
     assert run_cli("generate", "--mode", "abc", "--device", "cpu") == 1
     err = capsys.readouterr().err
     assert "demo model is missing" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("generate", "--tempo", "0"), "tempo must be between 0.25 and 4"),
+        (("generate", "--tempo", "-1"), "tempo must be between 0.25 and 4"),
+        (("generate", "--tempo", "nan", "--play"), "tempo must be between 0.25 and 4"),
+        (("generate", "--volume", "3"), "volume must be between 0 and 2"),
+        (("generate", "--max-tokens", "0"), "max_tokens must be ≥ 1"),
+        (("generate", "--max-tokens", "-5"), "max_tokens must be ≥ 1"),
+        (("generate", "--mode", "abc", "--max-tokens", "0"), "max_tokens must be ≥ 1"),
+        (("generate", "--length-target", "-1"), "length_target must be ≥ 1"),
+        (("generate", "--length-target", "0"), "length_target must be ≥ 1"),
+        (("generate", "--repetition-penalty", "nan"), "repetition_penalty must be a finite number"),
+        (("generate", "--temperature", "nan"), "temperature must be ≥ 0"),
+        (("generate", "--seed", str(2**64)), "seed must be between 0 and"),
+        (("generate", "--wav", "x.wav", "--lufs", "5"), "loudness target must be between -70 and 0 LUFS"),
+        (("generate", "--wav", "x.wav", "--peak", "nan"), "peak limit must be between -20 and 0 dBFS"),
+        (("play", "song.mid", "--tempo", "0"), "tempo must be between 0.25 and 4"),
+        (("play", "song.mid", "--volume", "-0.5"), "volume must be between 0 and 2"),
+        (("render", "song.mid", "out.wav", "--lufs", "nan"), "loudness target must be between -70 and 0 LUFS"),
+    ],
+)
+def test_nonsense_numbers_are_refused_with_the_valid_range_before_any_work(
+    argv, message, capsys, tmp_path, monkeypatch
+) -> None:
+    """--tempo 0, --max-tokens 0/-5, --length-target -1 and friends all "succeeded" (0 meant the
+    default, the rest were clamped or ignored). Refused now like --temperature nan: one line, the
+    valid range, before a model loads or a port opens, and nothing written."""
+    import engine
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(engine, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert run_cli(*argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

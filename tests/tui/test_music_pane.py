@@ -352,7 +352,7 @@ async def test_a_damaged_music_section_is_one_warning_and_defaults(make_app, mid
         await open_music(pilot, app)
         warnings = [n for n in notices(app) if n.title == "Music settings"]
         assert len(warnings) == 1 and "'settings' must be an object" in warnings[0].message
-        assert "(+1 more)" in warnings[0].message and "\n" not in warnings[0].message
+        assert "(+2 more)" in warnings[0].message and "\n" not in warnings[0].message
         pane = app.music_pane
         assert pane.settings.top_k == 8 and pane.player.tempo == 1.0 and pane.transport.port_choice is None
 
@@ -415,3 +415,22 @@ async def test_ctrl_w_renders_the_piece_to_wav(make_app, midi_checkpoint, music_
 
     audio, rate = soundfile.read(target)
     assert measure_lufs(audio, rate) == pytest.approx(-18.0, abs=1.0)
+
+
+async def test_unknown_music_keys_are_reported_and_survive_a_settings_change(
+    make_app, midi_checkpoint, music_config
+) -> None:
+    data = json.loads(music_config.read_text())
+    data["music"]["metronome"] = {"bpm": 120}
+    music_config.write_text(json.dumps(data))
+    app = make_app(music_model=str(midi_checkpoint))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_music(pilot, app)
+        warnings = [n.message for n in notices(app) if n.title == "Music settings"]
+        assert len(warnings) == 1 and "'metronome'" in warnings[0] and "\n" not in warnings[0]
+        app.music_pane.roll.focus()
+        await pilot.press("right_square_bracket")  # a settings change: the section is saved
+        await wait_until(pilot, lambda: json.loads(music_config.read_text())["music"].get("tempo") == 1.1,
+                         what="the save")
+    saved = json.loads(music_config.read_text())["music"]
+    assert saved["metronome"] == {"bpm": 120} and saved["settings"]["seed"] == 3

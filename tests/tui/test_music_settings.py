@@ -64,3 +64,44 @@ def test_config_round_trip_keeps_good_fields_and_reports_bad_ones() -> None:
     back, problems = MusicSettings.from_dict({"top_k": "lots", "temperature": 0.5, "bogus": 1})
     assert back.temperature == 0.5 and back.top_k == 8
     assert len(problems) == 2 and all("\n" not in p for p in problems)
+
+
+def test_the_music_section_reports_unknown_keys_and_keeps_them() -> None:
+    """Unknown keys of the config file's music section were ignored without a word, then deleted
+    by the next save; they are now reported like every other unknown key and saved back."""
+    from engine.music.ports import PortChoice
+    from tui.music_settings import MusicSection
+
+    raw = {
+        "settings": {"top_k": 5, "swing": 0.6}, "port": "port:JACK:fluid", "tempo": 1.5, "volume": 0.5,
+        "metronome": True,
+    }
+    section, problems = MusicSection.parse(raw, "config.json: music")
+    assert section.settings.top_k == 5 and section.port == PortChoice("JACK", "fluid")
+    assert (section.tempo, section.volume) == (1.5, 0.5)
+    assert len(problems) == 2 and all("\n" not in p for p in problems)
+    assert any("'metronome'" in p for p in problems) and any("'swing'" in p for p in problems)
+    changed = MusicSection(MusicSettings(top_k=3), None, 1.0, 1.0, unused=section.unused,
+                           unused_settings=section.unused_settings)
+    saved = changed.to_dict()
+    assert saved["metronome"] is True and saved["settings"]["swing"] == 0.6 and saved["settings"]["top_k"] == 3
+    assert saved["port"] is None and saved["tempo"] == 1.0
+    assert MusicSection.parse(saved, "again")[1] == [p.replace("config.json: music", "again") for p in problems]
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ({"tempo": "fast"}, "music.tempo"),
+    ({"tempo": 0}, "music.tempo"),
+    ({"volume": 9}, "music.volume"),
+    ({"volume": 10**400}, "music.volume"),
+    ({"port": 5}, "port"),
+    ({"settings": [1]}, "'settings' must be an object"),
+    ([1, 2], "must be an object"),
+])
+def test_a_bad_music_section_entry_is_one_line_and_its_default(raw: object, fragment: str) -> None:
+    from tui.music_settings import MusicSection
+
+    section, problems = MusicSection.parse(raw, "config.json: music")
+    assert len(problems) == 1 and fragment in problems[0] and "\n" not in problems[0] and len(problems[0]) < 200
+    assert section.settings == MusicSettings()
+    assert 0.25 <= section.tempo <= 4 and 0 <= section.volume <= 2

@@ -136,3 +136,42 @@ def test_transport_snapshot(snap_compare) -> None:
 
     assert snap_compare(TransportHost(port=PortChoice("JACK", "fluidsynth-midi:midi_00")),
                         terminal_size=(110, 6), run_before=show)
+
+
+async def test_picking_the_same_port_again_reconnects() -> None:
+    """After the synth went away and came back, picking the port that is still shown as chosen
+    did nothing (the Select reports no change, and the widget ignored an unchanged choice)."""
+    app = TransportHost()
+    async with app.run_test(size=(100, 12)) as pilot:
+        transport = app.query_one(Transport)
+        await wait_for_ports(pilot, transport)
+        select = app.query_one("#port", Select)
+        select.value = "port:JACK:zyn:in"
+        await pilot.pause()
+        assert app.ports == [PortChoice("JACK", "zyn:in")]
+        select.focus()
+        await pilot.press("enter")  # open the list: the current port is highlighted
+        await pilot.pause()
+        assert select.expanded
+        await pilot.press("enter")  # pick it again
+        await pilot.pause()
+        assert not select.expanded and select.value == "port:JACK:zyn:in"
+    assert app.ports == [PortChoice("JACK", "zyn:in")] * 2
+
+
+async def test_a_port_remembered_by_substring_shows_the_port_it_plays_to() -> None:
+    """A config port like "port:JACK:fluidsynth" matched fluidsynth-midi:midi_00 and played there,
+    while the picker listed it as "fluidsynth (JACK) — not found"."""
+    remembered = PortChoice("JACK", "fluidsynth")
+    app = TransportHost(port=remembered)
+    async with app.run_test(size=(100, 6)) as pilot:
+        transport = app.query_one(Transport)
+        await wait_for_ports(pilot, transport)
+        select = app.query_one("#port", Select)
+        assert select.value == remembered.to_setting()
+        labels = {value: str(label) for label, value in select._options}
+        assert not any("not found" in label for label in labels.values())
+        assert labels[remembered.to_setting()] == "fluidsynth-midi:midi_00 (JACK)"
+        assert "port:JACK:fluidsynth-midi:midi_00" not in labels  # one entry for the one port
+        assert str(select.query_one("SelectCurrent Static#label").render()) == "fluidsynth-midi:midi_00 (JACK)"
+    assert app.ports == []

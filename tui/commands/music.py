@@ -104,11 +104,48 @@ def _add_render_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_numbers(args)
     action = {
         "generate": _generate, "ports": _ports, "render": _render, "play": _play_file,
         "encode": _encode, "decode": _decode,
     }[args.music_command]
     return action(args)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse a nonsense number before any work (a model load, a port, a file written), with
+    the valid range, by the engine's own checks: the same rules as the app's settings."""
+    from engine.music.player import check_tempo, check_volume
+    from engine.music.render import check_targets
+
+    if getattr(args, "tempo", None) is not None:
+        check_tempo(args.tempo)
+    if getattr(args, "volume", None) is not None:
+        check_volume(args.volume)
+    if getattr(args, "lufs", None) is not None:
+        check_targets(args.lufs, args.peak)
+    if args.music_command == "generate":
+        _midi_settings(args) if args.mode == "midi" else _abc_settings(args)
+
+
+def _midi_settings(args: argparse.Namespace):  # noqa: ANN202 - engine.music.generate.MidiSettings
+    from engine.music import generate as gen
+
+    return gen.MidiSettings(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        max_tokens=args.max_tokens if args.max_tokens is not None else gen.MidiSettings.max_tokens, seed=args.seed,
+        piano_only=args.piano_only, length_target=args.length_target,
+        repetition_penalty=args.repetition_penalty,
+    ).validate()
+
+
+def _abc_settings(args: argparse.Namespace):  # noqa: ANN202 - engine.music.generate.AbcSettings
+    from engine.music import generate as gen
+
+    return gen.AbcSettings(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        max_tokens=args.max_tokens if args.max_tokens is not None else gen.AbcSettings.max_tokens, seed=args.seed,
+    ).validate()
 
 
 def _status(message: str) -> None:
@@ -245,12 +282,7 @@ def _generate_midi(args: argparse.Namespace, model) -> int:  # noqa: ANN001
     from engine.music import generate as gen
     from engine.music.files import save_midi, save_text
 
-    settings = gen.MidiSettings(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        max_tokens=args.max_tokens or gen.MidiSettings.max_tokens, seed=args.seed,
-        piano_only=args.piano_only, length_target=args.length_target,
-        repetition_penalty=args.repetition_penalty,
-    ).validate()
+    settings = _midi_settings(args)
     prompt: list[int] = []
     if args.continue_from:
         source = Path(args.continue_from)
@@ -316,8 +348,7 @@ def _generate_abc(args: argparse.Namespace, model) -> int:  # noqa: ANN001
     controls = abc.AbcControls.parse(args.controls) if args.controls.strip() else None
     header = abc.AbcHeader(unit=args.unit, meter=args.meter, key=args.key)
     prompt = abc.build_prompt(controls, header, args.tune_start.replace("\\n", "\n"))
-    settings = gen.AbcSettings(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                               max_tokens=args.max_tokens or gen.AbcSettings.max_tokens, seed=args.seed)
+    settings = _abc_settings(args)
     base = args.out or (None if (args.abc or args.mid) else _default_base("abc"))
     abc_path = args.abc or (base + ".abc" if base else None)
     mid_path = args.mid or (base + ".mid" if base else None)

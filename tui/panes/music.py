@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,14 +36,14 @@ from textual.timer import Timer
 from textual.widgets import Input, Log, Static
 
 from engine import EngineError
-from engine.music.errors import MidiPortError, MusicError
-from engine.music.player import MAX_TEMPO, MAX_VELOCITY_SCALE, MIN_TEMPO, MIN_VELOCITY_SCALE, Player, PlayerState
+from engine.music.errors import MusicError
+from engine.music.player import Player, PlayerState
 from engine.music.ports import PortChoice, PortListing, list_output_ports
 from tui.actions import bindings_for, effective_keys, format_keys, spec
 from tui.music_protocol import (
     MusicFailed, MusicFinished, MusicPiece, MusicPreview, MusicProgress, MusicRequest, MusicStarted,
 )
-from tui.music_settings import MusicSettings
+from tui.music_settings import MusicSection, MusicSettings
 from tui.music_worker import STOPPED_BEFORE_START, MusicWorker
 from tui.pacing import DrainPacer
 from tui.protocol import ModelSummary
@@ -106,6 +107,8 @@ class MusicPane(Vertical):
         self.model: ModelSummary | None = None
         self.status = "loading the music model…"
         self.settings = MusicSettings()
+        #: The music section as read, with the keys this version does not use (saved back as written).
+        self._section = MusicSection()
         self._config_problems: list[str] = []
         self._port: PortChoice | None = None
         self._tempo = self._volume = 1.0
@@ -123,6 +126,8 @@ class MusicPane(Vertical):
         self._pending_text: list[str] = []
         self._text_flushed = 0.0
         self._player_errors: deque[str] = deque()
+        #: Ports open again after a fault (the player reopens a lost port at the next piece).
+        self._ports_back: deque[str] = deque()
         self._progress = ""
         self._run_mode = self.settings.mode
         #: Whether the user was told once that nothing is heard without a port.
@@ -133,22 +138,10 @@ class MusicPane(Vertical):
     def _load_config(self) -> None:
         """This pane's section of the app's config file (bad fields fall back, with a message)."""
         config = getattr(self.app, "config", None)
-        section = getattr(config, "extra", {}).get(CONFIG_SECTION)
-        if not isinstance(section, dict):
-            return
         source = f"{getattr(self.app, 'config_file', 'config')}: music"
-        stored = section.get("settings") or {}
-        if isinstance(stored, dict):
-            self.settings, self._config_problems = MusicSettings.from_dict(stored, source)
-        else:
-            self._config_problems.append(f"{source}: 'settings' must be an object; using the defaults")
-        if section.get("port"):
-            try:
-                self._port = PortChoice.from_setting(str(section["port"]))
-            except MidiPortError as exc:
-                self._config_problems.append(str(exc))
-        self._tempo = _clamped(section.get("tempo"), MIN_TEMPO, MAX_TEMPO)
-        self._volume = _clamped(section.get("volume"), MIN_VELOCITY_SCALE, MAX_VELOCITY_SCALE)
+        section, self._config_problems = MusicSection.parse(getattr(config, "extra", {}).get(CONFIG_SECTION), source)
+        self._section = section
+        self.settings, self._port, self._tempo, self._volume = section.settings, section.port, section.tempo, section.volume
 
     def compose(self) -> ComposeResult:
         self._load_config()
@@ -169,7 +162,7 @@ class MusicPane(Vertical):
     def on_mount(self) -> None:
         from tui.app import log_path  # the app imports this module
 
-        self.player = Player(on_error=self._player_error)
+        self.player = Player(on_error=self._player_error, on_reconnect=self._player_reconnected)
         self.player.tempo, self.player.velocity_scale = self._tempo, self._volume
         self.worker = MusicWorker(self._music_model, player=self.player, log_path=log_path())
         self.worker.outbox.on_ready = lambda: self.post_message(_MusicWake())
@@ -249,12 +242,9 @@ class MusicPane(Vertical):
     # ------------------------------------------------------------------ settings & config
 
     def _save_config(self) -> None:
-        self.post_message(MusicConfigChanged(CONFIG_SECTION, {
-            "settings": self.settings.to_dict(),
-            "port": self._port.to_setting() if self._port is not None else None,
-            "tempo": self.transport.tempo,
-            "volume": self.transport.volume,
-        }))
+        self._section = replace(self._section, settings=self.settings, port=self._port,
+                                tempo=self.transport.tempo, volume=self.transport.volume)
+        self.post_message(MusicConfigChanged(CONFIG_SECTION, self._section.to_dict()))
 
     def _apply_settings(self, settings: MusicSettings, show: bool = False) -> None:
         self.settings = settings
@@ -449,6 +439,11 @@ class MusicPane(Vertical):
         self._player_errors.append(message)
         self.post_message(_MusicWake())
 
+    def _player_reconnected(self, description: str) -> None:
+        """Called on the player thread when a lost port is open again: hand it to the UI thread."""
+        self._ports_back.append(description)
+        self.post_message(_MusicWake())
+
     @on(PianoRoll.Seek)
     def _seek(self, message: PianoRoll.Seek) -> None:
         message.stop()
@@ -495,9 +490,15 @@ class MusicPane(Vertical):
                 if event.message != STOPPED_BEFORE_START:
                     self.notify(event.message, title="Music", severity="error", timeout=8)
         self._flush_text(force=not self.generating)
+        if self._player_errors or self._ports_back:
+            self.transport.refresh_ports()  # the picker shows the ports there are now
         while self._player_errors:
-            self.notify(f"{self._player_errors.popleft()}; playback paused, the piece goes on being written",
+            self.notify(f"{self._player_errors.popleft()}; playback paused, the piece goes on being written "
+                        "(the next piece plays there again once it is back)",
                         title="MIDI output", severity="warning", timeout=8)
+        while self._ports_back:
+            self.notify(f"MIDI output back: music plays to {self._ports_back.popleft()}", title="MIDI output",
+                        timeout=4)
         status = player.status()
         self.roll.set_playhead(None if status.state == PlayerState.STOPPED else status.position_ms)
         self.transport.show_status(status, generating=self.generating, note=self._progress)
@@ -566,8 +567,3 @@ def _list_ports() -> PortListing:
     """The port picker's listing (looked up at call time, so tests can substitute it)."""
     return list_output_ports()
 
-
-def _clamped(value: object, low: float, high: float, default: float = 1.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return default
-    return float(min(high, max(low, value)))

@@ -24,7 +24,12 @@ from tui.widgets.safe_fields import SafeInput
 
 
 class PathSuggester(Suggester):
-    """Suggests the first file-system entry that completes what has been typed."""
+    """Suggests the first file-system entry that completes what has been typed.
+
+    Whatever the file system answers (a symlink loop, a folder we may not read, an entry deleted
+    while listing, a name too long, a NUL byte pasted in), the answer is at worst "no suggestion":
+    an exception here would end the app from the Input's worker.
+    """
 
     def __init__(self, suffixes: tuple[str, ...] = ()) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
@@ -37,17 +42,26 @@ class PathSuggester(Suggester):
         directory, partial = os.path.split(expanded)
         try:
             entries = sorted(os.scandir(directory or "."), key=lambda e: e.name)
-        except OSError:
+        except (OSError, ValueError):  # unreadable, too long, not a folder; ValueError: a NUL byte
             return None
         for entry in entries:
             if not entry.name.startswith(partial) or entry.name == partial or entry.name.startswith("."):
                 continue
-            is_dir = entry.is_dir()
+            is_dir = _is_folder(entry)
             if not is_dir and self.suffixes and not entry.name.endswith(self.suffixes):
                 continue
             completed = value[: len(value) - len(partial)] + entry.name + ("/" if is_dir else "")
             return completed
         return None
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether an entry is a folder (through symlinks); one we cannot look at counts as a name,
+    like a broken link: a loop (ELOOP), no permission (EACCES), gone since the listing (ENOENT)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 class PathPrompt(ModalScreen[str | None]):

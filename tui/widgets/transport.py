@@ -18,9 +18,10 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Button, Select, Static
+from textual.widgets._select import SelectOverlay
 
 from engine.music.player import PlayerState, PlayerStatus
-from engine.music.ports import DEFAULT_VIRTUAL_PORT, PortChoice, PortListing, list_output_ports
+from engine.music.ports import DEFAULT_VIRTUAL_PORT, PortChoice, PortListing, list_output_ports, match_port
 from tui.safe_text import plain
 from tui.widgets.safe_fields import SafeSelect
 
@@ -35,6 +36,31 @@ def format_time(ms: float) -> str:
         return "–:––"
     seconds = max(0.0, ms) / 1000.0
     return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+class PortSelect(SafeSelect):
+    """The port picker, its labels taken literally (port names come from other programs); it also says when the user picks the option that is already chosen.
+
+    Select reports only changes, but picking the chosen port again is how a user reconnects
+    after the synthesizer went away and came back.
+    """
+
+    class Repicked(Message):
+        """The user picked the option that was already selected."""
+
+        def __init__(self, select: "PortSelect") -> None:
+            super().__init__()
+            self.select = select
+
+        @property
+        def control(self) -> "PortSelect":
+            return self.select
+
+    @on(SelectOverlay.UpdateSelection)
+    def _picked(self, event: SelectOverlay.UpdateSelection) -> None:
+        # Runs before Select's own handler, which updates the value (only if it changed).
+        if self._options[event.option_index][1] == self.value:
+            self.post_message(self.Repicked(self))
 
 
 class Transport(Widget):
@@ -142,8 +168,8 @@ class Transport(Widget):
             yield Button("▶ Play", id="play_pause")
             yield Button("■ Stop", id="stop")
             yield Button("↺ Replay", id="replay")
-            yield SafeSelect(self._options(), id="port", prompt="MIDI output", allow_blank=False,
-                         value=self._value_of(self._choice))
+            yield PortSelect(self._options(), id="port", prompt="MIDI output", allow_blank=False,
+                             value=self._value_of(self._choice))
             yield Button("⟳", id="refresh_ports", tooltip="List MIDI ports again")
         yield Static("", id="status")
 
@@ -186,8 +212,11 @@ class Transport(Widget):
     def _options(self) -> list[tuple[str, str]]:
         options = [("No output (silent)", NO_OUTPUT)]
         seen = {NO_OUTPUT}
-        for port in self._listing.ports:
-            value = PortChoice(port.api, port.name).to_setting()
+        chosen = self._chosen_port_index()
+        for index, port in enumerate(self._listing.ports):
+            # The remembered choice may name its port by a part of the name: it is that port's entry.
+            value = (self._choice.to_setting() if index == chosen and self._choice is not None
+                     else PortChoice(port.api, port.name).to_setting())
             options.append((f"{port.name} ({port.api})", value))
             seen.add(value)
         virtual = PortChoice("JACK", DEFAULT_VIRTUAL_PORT, virtual=True)
@@ -198,6 +227,15 @@ class Transport(Widget):
             # The remembered port is not there now: keep it selectable, marked as missing.
             options.append((f"{self._choice.describe()} — not found", self._choice.to_setting()))
         return options
+
+    def _chosen_port_index(self) -> int | None:
+        """Which listed port the remembered choice opens (the player's rule), if any."""
+        choice = self._choice
+        if choice is None or choice.virtual:
+            return None
+        same_api = [i for i, port in enumerate(self._listing.ports) if port.api.lower() == choice.api.lower()]
+        match = match_port([self._listing.ports[i].name for i in same_api], choice.name)
+        return same_api[match] if match is not None else None
 
     @staticmethod
     def _value_of(choice: PortChoice | None) -> str:
@@ -212,9 +250,15 @@ class Transport(Widget):
             return
         choice = None if event.value == NO_OUTPUT else PortChoice.from_setting(str(event.value))
         if choice == self._choice:
-            return
+            return  # the options were replaced and the choice put back: not a user's pick
         self._choice = choice
         self.post_message(self.PortChosen(self, choice))
+
+    @on(PortSelect.Repicked, "#port")
+    def _port_repicked(self, event: PortSelect.Repicked) -> None:
+        """Picking the chosen port again opens it again (after its synthesizer came back)."""
+        event.stop()
+        self.post_message(self.PortChosen(self, self._choice))
 
     # ------------------------------------------------------------------ controls
 
