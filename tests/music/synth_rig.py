@@ -28,7 +28,7 @@ from tests.helpers import require_tool
 
 #: Safety nets only: a process start or a log line that takes longer than this is a hang.
 START_TIMEOUT = 120.0
-LOG_TIMEOUT = 60.0
+LOG_TIMEOUT = 180.0
 SYNTH_NAME = "rwkvsynth"
 
 

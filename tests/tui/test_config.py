@@ -199,14 +199,14 @@ def test_which_action_a_shared_key_runs(keymap: dict[str, str], winner: str, los
 async def test_the_key_does_what_the_warning_says(make_app, config_file: Path) -> None:
     """Binding Ctrl+R to chat.new used to be silent; the warning's winner is what the key runs,
     and the help screen no longer lists Ctrl+R under Regenerate."""
-    from tests.tui.conftest import start, wait_idle, wait_until
+    from tests.tui.conftest import notices, start, wait_idle, wait_until
     from tui.screens.help import help_sections
 
     config_file.write_text(json.dumps({"sampling": {"max_tokens": 8, "seed": 1}, "keymap": {"chat.new": "ctrl+r"}}))
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await start(pilot, app)
-        warnings = [n.message for n in app._notifications if n.title == "Settings"]
+        warnings = [n.message for n in notices(app) if n.title == "Settings"]
         assert len(warnings) == 1 and "chat.new gets it" in warnings[0] and "\n" not in warnings[0]
         rows = {action_id: keys for _, section in help_sections(app.config.keymap) for keys, _, action_id in section}
         assert rows["chat.new"] == "Ctrl+R" and rows["chat.regenerate"] == "—"

@@ -15,7 +15,7 @@ from textual.widgets import Select
 
 from engine.music.player import PlayerState
 from tests.music.synth_rig import LOG_TIMEOUT, SynthRig, synth_rig  # noqa: F401 - a fixture
-from tests.tui.conftest import start, wait_until
+from tests.tui.conftest import notice_texts, notices, start, wait_until
 
 pytestmark = pytest.mark.system_tools
 
@@ -26,19 +26,6 @@ def write_music_section(config_file, **section) -> None:  # noqa: ANN001
     data = json.loads(config_file.read_text())
     data["music"] = section
     config_file.write_text(json.dumps(data))
-
-
-def record_notifications(app) -> list[tuple[str, str]]:  # noqa: ANN001
-    """(title, message) of every notification, also those that have expired since."""
-    seen: list[tuple[str, str]] = []
-    notify = app.notify
-
-    def recording(message, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        seen.append((kwargs.get("title", ""), str(message)))
-        return notify(message, *args, **kwargs)
-
-    app.notify = recording
-    return seen
 
 
 async def open_music(pilot, app) -> None:  # noqa: ANN001
@@ -93,7 +80,6 @@ async def test_synth_killed_mid_piece_is_one_line_and_the_next_piece_plays_when_
     write_music_section(config_file, settings=ENDLESS, port="port:JACK:rwkvsynth")
     app = make_app(music_model=str(midi_checkpoint))
     async with app.run_test(size=SIZE) as pilot:
-        seen = record_notifications(app)
         await open_music(pilot, app)
         pane = app.music_pane
         await wait_until(pilot, lambda: pane.player.sink is not None, LOG_TIMEOUT, "the remembered port to open")
@@ -106,9 +92,9 @@ async def test_synth_killed_mid_piece_is_one_line_and_the_next_piece_plays_when_
         await wait_until(pilot, lambda: bool(synth_rig.note_ons(since)), LOG_TIMEOUT, "a note to reach the synth")
 
         synth_rig.kill_synth()
-        await wait_until(pilot, lambda: any(t == "MIDI output" for t, _ in seen), LOG_TIMEOUT, "the notice")
-        notices = [m for t, m in seen if t == "MIDI output"]
-        assert len(notices) == 1 and "\n" not in notices[0] and "disappeared" in notices[0]
+        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in notices(app)), LOG_TIMEOUT, "the notice")
+        midi_notices = [n.message for n in notices(app) if n.title == "MIDI output"]
+        assert len(midi_notices) == 1 and "\n" not in midi_notices[0] and "disappeared" in midi_notices[0]
         # Responsive: the keys work, the piece goes on being written.
         await pilot.press("right_square_bracket")
         await wait_until(pilot, lambda: pane.player.tempo == 1.1, what="the tempo key")
@@ -119,7 +105,7 @@ async def test_synth_killed_mid_piece_is_one_line_and_the_next_piece_plays_when_
         synth_rig.start_synth()
         since = synth_rig.mark()
         await pilot.press("g")
-        await wait_until(pilot, lambda: any(m.startswith("MIDI output back") for _, m in seen), LOG_TIMEOUT,
+        await wait_until(pilot, lambda: any(m.startswith("MIDI output back") for m in notice_texts(app)), LOG_TIMEOUT,
                          "the port to come back")
         await wait_until(pilot, lambda: len(synth_rig.note_ons(since)) >= 3, LOG_TIMEOUT, "notes of the next piece")
         await pilot.press("s")
@@ -127,7 +113,7 @@ async def test_synth_killed_mid_piece_is_one_line_and_the_next_piece_plays_when_
         synth_rig.wait_log(lambda _: synth_rig.sound_off_channels(since) == list(range(16)), "All Sound Off")
         # No stuck notes: every note the synth started was released.
         assert {(c, k) for c, k, _ in synth_rig.note_ons(since)} <= synth_rig.note_offs(since)
-        assert len([m for t, m in seen if t == "MIDI output" and "disappeared" in m]) == 1
+        assert len([n for n in notices(app) if n.title == "MIDI output" and "disappeared" in n.message]) == 1
 
 
 async def test_jack_server_stopped_mid_piece_is_one_line_and_picking_the_port_again_reconnects(
@@ -136,7 +122,6 @@ async def test_jack_server_stopped_mid_piece_is_one_line_and_picking_the_port_ag
     write_music_section(config_file, settings=ENDLESS, port=f"port:JACK:{synth_rig.port}")
     app = make_app(music_model=str(midi_checkpoint))
     async with app.run_test(size=SIZE) as pilot:
-        seen = record_notifications(app)
         await open_music(pilot, app)
         pane = app.music_pane
         await wait_until(pilot, lambda: pane.player.sink is not None, LOG_TIMEOUT, "the remembered port to open")
@@ -145,9 +130,9 @@ async def test_jack_server_stopped_mid_piece_is_one_line_and_picking_the_port_ag
         await wait_until(pilot, lambda: bool(synth_rig.note_ons(since)), LOG_TIMEOUT, "a note to reach the synth")
 
         synth_rig.stop_jack()
-        await wait_until(pilot, lambda: any(t == "MIDI output" for t, _ in seen), LOG_TIMEOUT, "the notice")
-        notices = [m for t, m in seen if t == "MIDI output"]
-        assert len(notices) == 1 and "\n" not in notices[0] and "JACK server stopped" in notices[0]
+        await wait_until(pilot, lambda: any(n.title == "MIDI output" for n in notices(app)), LOG_TIMEOUT, "the notice")
+        midi_notices = [n.message for n in notices(app) if n.title == "MIDI output"]
+        assert len(midi_notices) == 1 and "\n" not in midi_notices[0] and "JACK server stopped" in midi_notices[0]
         await pilot.press("s")
         await wait_until(pilot, lambda: not pane.generating, LOG_TIMEOUT, "the piece to stop")
         assert pane.player.status().sink is None
