@@ -15,6 +15,7 @@ import torch
 
 from engine.checkpoint import ModelConfig, fingerprint, infer_config, read_state_dict
 from engine.errors import BackendError, EngineError, StateError
+from engine.quant import FORMATS as _QUANTIZED, is_quantized_format
 from engine.state import State
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ _DTYPE_NAMES = {
     "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    **{name: name for name in _QUANTIZED},
 }
+_DTYPE_CHOICES = "fp32, bf16, fp16, int8 or q4"
 _SHORT_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -34,7 +37,7 @@ class Backend(Protocol):
     """What a compute backend provides to ``Model``."""
 
     device: torch.device
-    weight_dtype: torch.dtype
+    weight_dtype: torch.dtype | str
 
     def forward(
         self, tokens: Sequence[int], state: State, all_logits: bool = False
@@ -128,17 +131,18 @@ class Model:
         return ids
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """Accept 'fp32'/'bf16'/'fp16' (and long names) or a torch dtype; None means the device default."""
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
+    """Accept 'fp32'/'bf16'/'fp16' (and long names), the quantized 'int8'/'q4' (returned as
+    those names) or a torch dtype; None means the device default."""
     if dtype is None or isinstance(dtype, torch.dtype):
         if isinstance(dtype, torch.dtype) and dtype not in _SHORT_NAMES:
-            raise EngineError(f"unsupported dtype {dtype}; use fp32, bf16 or fp16")
+            raise EngineError(f"unsupported dtype {dtype}; use {_DTYPE_CHOICES}")
         return dtype
     key = str(dtype).lower().strip()
     if key in ("auto", "none", ""):
         return None
     if key not in _DTYPE_NAMES:
-        raise EngineError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
+        raise EngineError(f"unknown dtype {dtype!r}; use {_DTYPE_CHOICES}")
     return _DTYPE_NAMES[key]
 
 
@@ -184,7 +188,7 @@ def build_model(
     info = ModelInfo(
         n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
         head_size=config.head_size, vocab=config.vocab,
-        dtype=_SHORT_NAMES[backend.weight_dtype], device=str(backend.device),
+        dtype=short_dtype_name(backend.weight_dtype), device=str(backend.device),
         ffn_dim=config.ffn_dim,
         n_params=sum(t.numel() for t in state_dict.values()),
         path=path, fingerprint=fingerprint(state_dict), state_bytes=config.state_bytes,
@@ -234,7 +238,7 @@ def _choose_backend(
     state_dict: Mapping[str, torch.Tensor],
     config: ModelConfig,
     device: str | torch.device,
-    weight_dtype: torch.dtype | None,
+    weight_dtype: torch.dtype | str | None,
 ) -> tuple[Backend, str]:
     """The backend for ``device`` and, when 'auto' could not use CUDA, the one-line reason.
 
@@ -244,7 +248,13 @@ def _choose_backend(
     auto = str(device).lower().strip() == "auto"
     target = resolve_device(device)
     note = ""
-    if target.type == "cuda":
+    if target.type == "cuda" and is_quantized_format(weight_dtype):
+        message = f"{weight_dtype} weights run on the CPU only (use fp16 or bf16 on the GPU)"
+        if not auto:
+            raise BackendError(f"CUDA backend unavailable: {message}")
+        note = f"{message}; running on the CPU"
+        _log_once(logging.INFO, note)
+    elif target.type == "cuda":
         try:
             return _cuda_backend(state_dict, config, weight_dtype or torch.float16, target), ""
         except BackendError as exc:
@@ -295,5 +305,5 @@ def _cuda_backend(
         raise BackendError(f"CUDA backend failed: {first}") from None
 
 
-def short_dtype_name(dtype: torch.dtype) -> str:
-    return _SHORT_NAMES[dtype]
+def short_dtype_name(dtype: torch.dtype | str) -> str:
+    return dtype if isinstance(dtype, str) else _SHORT_NAMES[dtype]

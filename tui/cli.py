@@ -51,7 +51,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--device/--dtype/--tokenizer, shared by the app and the subcommands."""
     parser.add_argument("--model", metavar="PATH", help="RWKV-7 .pth checkpoint (default: built-in demo model)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--dtype", default=None, help="weight dtype: fp32, bf16 or fp16 (default: bf16 on CPU, fp16 on GPU)")
+    parser.add_argument("--dtype", default=None,
+                        help="weight dtype: fp32, bf16, fp16, or int8/q4 (block-quantized, CPU only) "
+                             "(default: bf16 on CPU, fp16 on GPU; a quantized model file: its own format)")
     parser.add_argument("--tokenizer", default=None, help="world, midi, abc or bytes (default: detected)")
 
 
