@@ -15,7 +15,7 @@ import torch
 
 from engine.checkpoint import ModelConfig, fingerprint, infer_config, read_state_dict
 from engine.errors import BackendError, EngineError, StateError
-from engine.quant import FORMATS as _QUANTIZED, is_quantized_format
+from engine.quant import FORMATS as _QUANTIZED, dense_weights, is_quantized_format, shape_view
 from engine.state import State
 
 log = logging.getLogger(__name__)
@@ -178,9 +178,14 @@ def build_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     chunk_len: int = DEFAULT_CHUNK_LEN,
+    source_fingerprint: str | None = None,
 ) -> Model:
-    """Make a Model from an already-loaded state dict (used by ``load_model`` and training)."""
-    config = infer_config(state_dict, source=path)
+    """Make a Model from an already-loaded state dict (used by ``load_model`` and training).
+
+    The state dict may hold quantized matrices (a quantized model file); ``source_fingerprint``
+    is then the fingerprint of the weights they were made from.
+    """
+    config = infer_config(shape_view(state_dict), source=path)
     weight_dtype = parse_dtype(dtype)
     backend, device_note = _choose_backend(state_dict, config, device, weight_dtype)
     bundled = _bundled_state(state_dict, config, path)
@@ -191,7 +196,7 @@ def build_model(
         dtype=short_dtype_name(backend.weight_dtype), device=str(backend.device),
         ffn_dim=config.ffn_dim,
         n_params=sum(t.numel() for t in state_dict.values()),
-        path=path, fingerprint=fingerprint(state_dict), state_bytes=config.state_bytes,
+        path=path, fingerprint=source_fingerprint or fingerprint(state_dict), state_bytes=config.state_bytes,
         kernels=kernels, device_note=device_note,
     )
     return Model(backend, config, info, chunk_len=chunk_len, bundled_state=bundled)
@@ -202,12 +207,21 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
 ) -> Model:
-    """Load an RWKV-7 x070 ``.pth`` checkpoint safely (no pickled code runs).
+    """Load an RWKV-7 x070 ``.pth`` checkpoint safely (no pickled code runs), or a safetensors
+    model file (engine/model_file.py: a quantized model, or a plain checkpoint's tensors).
 
-    ``dtype`` is the weight storage type (None: bf16 on CPU, fp16 on CUDA); CPU activations and
-    the state are always fp32.
+    ``dtype`` is the weight storage type (None: bf16 on CPU, fp16 on CUDA, a quantized file's
+    own format); CPU activations and the state are always fp32.
     """
     path = Path(path).expanduser()
+    from engine.model_file import is_safetensors, read_model_file
+
+    if is_safetensors(path):  # a quantized model saved by `rwkv-tui quantize`, or plain tensors
+        loaded = read_model_file(path)
+        return build_model(
+            loaded.weights, path=str(path), device=device,
+            dtype=loaded.dtype if parse_dtype(dtype) is None else dtype, source_fingerprint=loaded.fingerprint,
+        )
     state_dict = read_state_dict(path)
     return build_model(state_dict, path=str(path), device=device, dtype=dtype)
 
@@ -256,7 +270,7 @@ def _choose_backend(
         _log_once(logging.INFO, note)
     elif target.type == "cuda":
         try:
-            return _cuda_backend(state_dict, config, weight_dtype or torch.float16, target), ""
+            return _cuda_backend(dense_weights(state_dict), config, weight_dtype or torch.float16, target), ""
         except BackendError as exc:
             if not auto:
                 raise

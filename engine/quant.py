@@ -18,7 +18,8 @@ read the same layout, and tests hold them to :meth:`QuantizedMatrix.dequantize`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Mapping
 
 import torch
 
@@ -42,6 +43,8 @@ class QuantizedMatrix:
       k in its low nibble and element k + 16 in its high one; offset 8.
 
     Rows are zero-padded to ``stride`` (a multiple of GROUP) columns, so every block is whole.
+    ``transposed``: the matrix is the transpose of the checkpoint tensor it was made from (the
+    CPU backend keeps LoRA and FFN value matrices so), which a file records.
     """
 
     format: str
@@ -49,6 +52,7 @@ class QuantizedMatrix:
     d: torch.Tensor  # float16, (rows, stride // GROUP)
     scale: float
     shape: tuple[int, int]
+    transposed: bool = False
 
     @property
     def stride(self) -> int:
@@ -60,6 +64,21 @@ class QuantizedMatrix:
 
     def numel(self) -> int:
         return self.shape[0] * self.shape[1]
+
+    @property
+    def checkpoint_shape(self) -> tuple[int, int]:
+        """The shape of the checkpoint tensor this matrix stands for."""
+        return (self.shape[1], self.shape[0]) if self.transposed else self.shape
+
+    def checkpoint_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The checkpoint tensor this matrix stands for, dequantized (for backends without
+        quantized kernels)."""
+        values = self.dequantize(dtype)
+        return values.t().contiguous() if self.transposed else values
+
+    def as_transposed(self) -> "QuantizedMatrix":
+        """The same data, marked as the transpose of its checkpoint tensor."""
+        return replace(self, transposed=True)
 
     @classmethod
     def quantize(cls, weight: torch.Tensor, format: str) -> "QuantizedMatrix":
@@ -113,9 +132,27 @@ class QuantizedMatrix:
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """Selected rows as fp32 (an embedding lookup), without widening the whole matrix."""
-        picked = QuantizedMatrix(self.format, self.q[index], self.d[index], self.scale, (len(index), self.shape[1]))
+        picked = replace(self, q=self.q[index], d=self.d[index], shape=(len(index), self.shape[1]))
         return picked.dequantize()
 
 
 def is_quantized_format(name: object) -> bool:
     return isinstance(name, str) and name in FORMATS
+
+
+def shape_view(weights: Mapping[str, torch.Tensor | QuantizedMatrix]) -> dict[str, torch.Tensor]:
+    """Weights with every quantized matrix replaced by a zero tensor of its checkpoint shape
+    that occupies no memory, for code that only reads shapes (engine.checkpoint.infer_config)."""
+    return {
+        key: torch.zeros((), dtype=torch.float32).expand(value.checkpoint_shape)
+        if isinstance(value, QuantizedMatrix) else value
+        for key, value in weights.items()
+    }
+
+
+def dense_weights(weights: Mapping[str, torch.Tensor | QuantizedMatrix]) -> dict[str, torch.Tensor]:
+    """Weights with every quantized matrix dequantized into its checkpoint layout (fp32)."""
+    return {
+        key: value.checkpoint_tensor() if isinstance(value, QuantizedMatrix) else value
+        for key, value in weights.items()
+    }

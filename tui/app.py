@@ -489,7 +489,8 @@ class RwkvApp(App[int]):
                 self._load(role, path)
 
         title = "Load a chat model (.pth)" if role == "chat" else "Load a music model (.pth, ABC or MIDI tokens)"
-        self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth",), note=note), chosen)
+        # .safetensors: a model saved by `rwkv-tui quantize` (or a plain checkpoint's tensors)
+        self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth", ".safetensors"), note=note), chosen)
 
     # ------------------------------------------------------------------ command palette
 

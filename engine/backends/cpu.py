@@ -81,26 +81,52 @@ def _successor(state: State, tokens: int) -> State:
     )
 
 
-def _prepare(
-    kernels: TorchKernels, threads: int, value: Weight, weight_dtype: torch.dtype | str, transpose: bool,
-    fmt: torch.dtype | str | None = None,
-) -> Weight:
-    """One matrix in the backend's layout and storage type.
+#: Checkpoint matrices the backend keeps transposed: the FFN value matrix so that the rows a
+#: token's non-zero activations pick are contiguous, the LoRA pairs so that one token's LoRA is
+#: a matrix-vector product in the same row-major layout as every other weight.
+_TRANSPOSED = ("att.w1", "att.w2", "att.a1", "att.a2", "att.v1", "att.v2", "att.g1", "att.g2", "ffn.value.weight")
+_LAYER_MATRICES = _TRANSPOSED + (
+    "att.receptance.weight", "att.key.weight", "att.value.weight", "att.output.weight", "ffn.key.weight",
+)
 
-    Quantized entries of a saved quantized model are already in the backend's layout (LoRA
-    and FFN value transposed); they are used as they are when the format matches, else widened
-    first. ``fmt`` overrides the format a quantized model stores this matrix in.
+
+def _prepare(
+    kernels: TorchKernels, threads: int, value: Weight, target: torch.dtype | str, transpose: bool
+) -> Weight:
+    """One matrix in the backend's layout (transposed if asked) and storage type ``target``.
+
+    A quantized matrix already in that format and layout (from a saved quantized model) is used
+    as it is; any other is widened to its checkpoint tensor first.
     """
-    target = fmt or weight_dtype
     if isinstance(value, QuantizedMatrix):
-        if value.format == target:
+        if value.format == target and value.transposed == transpose:
             return value
-        value = value.dequantize()
-    elif transpose:
+        value = value.checkpoint_tensor()
+    if transpose:
         value = value.detach().t()
     if is_quantized_format(target):
-        return kernels.quantize(value, target, threads)
+        matrix = kernels.quantize(value, target, threads)
+        return matrix.as_transposed() if transpose else matrix
     return value.detach().to(target).contiguous()
+
+
+def quantize_weights(
+    state_dict: Mapping[str, Weight], fmt: str, kernels: TorchKernels | None = None, threads: int | None = None
+) -> dict[str, Weight]:
+    """A checkpoint with every matrix in the quantized format ``fmt`` and the backend's layout,
+    the embedding in its own format, and every other tensor as it was: what the backend runs
+    and what a quantized model file (engine/model_file.py) stores."""
+    kernels = kernels or get_kernels()
+    threads = threads or compute_threads()
+    out: dict[str, Weight] = {}
+    for key, value in state_dict.items():
+        if key == "head.weight" or (key.startswith("blocks.") and key.endswith(_LAYER_MATRICES)):
+            out[key] = _prepare(kernels, threads, value, fmt, transpose=key.endswith(_TRANSPOSED))
+        elif key == "emb.weight":
+            out[key] = _prepare(kernels, threads, value, _EMBEDDING_FORMAT[fmt], transpose=False)
+        else:
+            out[key] = value
+    return out
 
 
 class CpuBackend:
@@ -110,7 +136,7 @@ class CpuBackend:
 
     def __init__(
         self,
-        state_dict: Mapping[str, torch.Tensor],
+        state_dict: Mapping[str, Weight],
         config: ModelConfig,
         weight_dtype: torch.dtype | str,
         kernels: TorchKernels | None = None,
@@ -124,6 +150,10 @@ class CpuBackend:
         def small(name: str) -> torch.Tensor:
             return state_dict[name].detach().to(torch.float32).reshape(-1).contiguous()
 
+        quantized = is_quantized_format(weight_dtype)
+        if quantized:
+            state_dict = quantize_weights(state_dict, weight_dtype, self.kernels, self.threads)
+
         def lora(name: str) -> Weight:
             # In the weight dtype like the big matrices: a token reads every LoRA matrix too
             # (about 4 % of a 0.1B step's bytes in fp32), and official files store them in bf16.
@@ -132,11 +162,7 @@ class CpuBackend:
         def big(name: str) -> Weight:
             return _prepare(self.kernels, self.threads, state_dict[name], weight_dtype, transpose=False)
 
-        quantized = is_quantized_format(weight_dtype)
-        self.emb = _prepare(
-            self.kernels, self.threads, state_dict["emb.weight"], weight_dtype, transpose=False,
-            fmt=_EMBEDDING_FORMAT[weight_dtype] if quantized else None,
-        )
+        self.emb = state_dict["emb.weight"] if quantized else big("emb.weight")
         self.ln0 = (small("blocks.0.ln0.weight"), small("blocks.0.ln0.bias"))
         self.ln_out = (small("ln_out.weight"), small("ln_out.bias"))
         self.head = big("head.weight")
