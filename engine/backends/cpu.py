@@ -16,7 +16,6 @@ and the reference the fused kernel is tested against.
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from engine.backends.cpu_layer import CpuLayer
 from engine.backends.cpu_native import TorchKernels, get_kernels
 from engine.checkpoint import ModelConfig
+from engine.cpu_threads import cpu_threads
 from engine.quant import QuantizedMatrix, is_quantized_format
 from engine.state import State
 
@@ -41,13 +41,12 @@ _DECAY_SCALE = 0.6065306597126334
 _GROUP_NORM_EPS = 64e-5
 _LAYER_NORM_EPS = 1e-5
 _MIX_ORDER = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
-_THREADS_ENV = "RWKV_TUI_THREADS"
 
 
 def compute_threads() -> int:
-    """Threads for the heavy kernels: RWKV_TUI_THREADS, else torch's setting (one per core)."""
-    value = os.environ.get(_THREADS_ENV, "")
-    return max(1, int(value)) if value.isdigit() else torch.get_num_threads()
+    """Threads for the heavy kernels: ``--threads`` / RWKV_TUI_THREADS, else the cores this
+    process may use (engine/cpu_threads.py)."""
+    return cpu_threads()
 
 
 @contextmanager

@@ -32,3 +32,16 @@ def test_quantize_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert err.strip().count("\n") == 0 and "missing.pth: no such file" in err
     with pytest.raises(SystemExit):
         main(["quantize", "--model", "x.pth", "--dtype", "int3"])
+
+
+def test_threads_flag_sets_the_cpu_thread_count(tiny_checkpoint: Path, capsys) -> None:
+    from engine.cpu_threads import cpu_threads, set_cpu_threads
+
+    try:
+        assert main(["generate", "--model", str(tiny_checkpoint), "--tokenizer", "bytes", "--prompt", "Hi",
+                     "--max-tokens", "2", "--threads", "1"]) == 0
+        assert cpu_threads() == 1
+        assert main(["generate", "--model", str(tiny_checkpoint), "--prompt", "Hi", "--threads", "0"]) == 1
+        assert "--threads must be at least 1" in capsys.readouterr().err
+    finally:
+        set_cpu_threads(None)

@@ -1,0 +1,421 @@
+"""CPU speed and accuracy of our engine next to llama.cpp, on the same random weights.
+
+For each model shape: our bf16, int8 and q4 modes against llama.cpp's BF16, Q8_0 and Q4_0, at
+batch-1 decode and at prefill of 256 and 2,048 tokens, 2 threads each. Every contender runs
+in a process of its own (ours through benchmarks/contender.py, llama.cpp through the small
+driver benchmarks/llamacpp_driver.cpp), and each round times every contender once, in turn,
+so a busy machine slows all of them alike; the table takes medians over the rounds.
+
+Accuracy: the logits after the 256-token prompt, against our fp32 path on the same weights,
+as max|Δlogit|/std. Decode rows are also given as a fraction of the bandwidth bound: the
+machine's read bandwidth (measured here, 2 threads) over the bytes a token must read (every
+weight but the embedding, in the contender's format).
+
+llama.cpp is built here, never in CI: from ``--llama-cpp DIR`` (a source checkout), else from
+the copy vendored in the ``llama-cpp-python`` source package (pip download; pinned below), in
+a cache folder (cmake, Release, -DGGML_NATIVE=ON). Our ``.pth`` is converted to GGUF by
+:func:`write_gguf` in llama.cpp's RWKV-7 layout (read from its conversion/rwkv.py,
+``Rwkv7Model``, and src/models/rwkv7.cpp, ``load_arch_tensors``); Q8_0 and Q4_0 are made from the
+F32 file by its own ``llama-quantize`` with its default choices, as a user would.
+
+    pip install gguf
+    python benchmarks/bench_llamacpp.py [--sizes 0.1b,0.4b] [--rounds 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.bench_cpu import cpu_name  # noqa: E402
+from benchmarks.contender import ContenderProcess  # noqa: E402
+from engine.paths import cache_dir  # noqa: E402
+from engine.synthetic import official_shape_state_dict, save_checkpoint  # noqa: E402
+
+#: The llama-cpp-python release whose vendored llama.cpp we build (llama.cpp commit 0c1e5709,
+#: 2026-10-01) when no checkout is given.
+LLAMA_CPP_PYTHON = "0.3.36"
+DRIVER_SOURCE = Path(__file__).with_name("llamacpp_driver.cpp")
+MIX_ORDER = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # = llama.cpp's lerp_list r, w, k, v, a, g
+LORA_NAMES = ("w", "a", "v", "g")
+
+
+# ------------------------------------------------------------------------ building llama.cpp
+
+
+def llama_cpp_source(cache: Path, given: str | None) -> Path:
+    if given:
+        return Path(given).expanduser().resolve()
+    source = cache / f"llama.cpp-src-{LLAMA_CPP_PYTHON}"
+    if (source / "CMakeLists.txt").is_file():
+        return source
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+                        f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", tmp], check=True)
+        archive = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        vendored = next(Path(tmp).glob("llama_cpp_python-*/vendor/llama.cpp"))
+        vendored.rename(source)
+    return source
+
+
+def build_llama_cpp(source: Path) -> tuple[Path, Path]:
+    """The built ``llama-quantize`` and our driver, building what is missing."""
+    build = source / "build-rwkv-tui-bench"
+    bin_dir = build / "bin"
+    quantize = bin_dir / "llama-quantize"
+    if not quantize.is_file():
+        subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                        "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=ON"],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["cmake", "--build", str(build), "--target", "llama", "llama-quantize",
+                        "-j", str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
+    driver = bin_dir / "rwkv-tui-bench-driver"
+    if not driver.is_file() or driver.stat().st_mtime < DRIVER_SOURCE.stat().st_mtime:
+        subprocess.run(["g++", "-O2", "-std=c++17", str(DRIVER_SOURCE), "-I", str(source / "include"),
+                        "-I", str(source / "ggml" / "include"), "-L", str(bin_dir), "-lllama",
+                        f"-Wl,-rpath,{bin_dir}", "-o", str(driver)], check=True)
+    return quantize, driver
+
+
+# ------------------------------------------------------------------------ .pth → GGUF
+
+
+def _world_vocab(vocab_size: int) -> tuple[list[bytes], list[int]]:
+    """The token list llama.cpp's converter writes for the RWKV World vocabulary
+    (``_set_vocab_rwkv_world``: <s>, then each token's escaped bytes, then padding)."""
+    import gguf
+    import pyrwkv_tokenizer
+
+    tokens: list[bytes] = [b"<s>"]
+    types = [gguf.TokenType.CONTROL]
+    vocab_file = Path(pyrwkv_tokenizer.__file__).with_name("rwkv_vocab_v20230424.txt")
+    for line in vocab_file.read_text(encoding="utf-8").splitlines():
+        parts = line.split(" ")
+        token = ast.literal_eval(" ".join(parts[1:-1]))
+        token = token.encode("utf-8") if isinstance(token, str) else token
+        tokens.append(repr(token)[2:-1].encode("utf-8"))
+        types.append(gguf.TokenType.NORMAL)
+    tokens = tokens[:vocab_size]
+    types = types[:vocab_size]
+    for i in range(len(tokens), vocab_size):
+        tokens.append(f"[PAD{i}]".encode())
+        types.append(gguf.TokenType.UNUSED)
+    return tokens, types
+
+
+def write_gguf(state_dict: dict[str, torch.Tensor], path: Path, dtype: str) -> Path:
+    """Our x070 checkpoint as llama.cpp's ``rwkv7`` GGUF, matrices in BF16 or F32.
+
+    Names and layout follow llama.cpp's converter: LoRA matrices transposed, the six token-shift
+    coefficients fused into ``time_mix_lerp_fused`` (6, 1, 1, C) in the order r, w, k, v, a, g,
+    vectors squeezed, ``r_k`` flattened, and layer 0's unused value-residual LoRA replaced by
+    copies of its ICLR LoRA (llama.cpp wants the tensors, of that shape).
+    """
+    import gguf
+
+    C = state_dict["emb.weight"].shape[1]
+    vocab = state_dict["emb.weight"].shape[0]
+    n_layer = 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("blocks."))
+    head_size = state_dict["blocks.0.att.r_k"].shape[1]
+    ffn = state_dict["blocks.0.ffn.key.weight"].shape[0]
+    ranks = {n: state_dict[f"blocks.{1 if n == 'v' else 0}.att.{n}1"].shape[1] for n in LORA_NAMES}
+
+    writer = gguf.GGUFWriter(str(path), "rwkv7")
+    writer.add_context_length(1048576)
+    writer.add_embedding_length(C)
+    writer.add_block_count(n_layer)
+    writer.add_layer_norm_eps(1e-5)
+    writer.add_wkv_head_size(head_size)
+    writer.add_decay_lora_rank(ranks["w"])
+    writer.add_iclr_lora_rank(ranks["a"])
+    writer.add_value_residual_mix_lora_rank(ranks["v"])
+    writer.add_gate_lora_rank(ranks["g"])
+    writer.add_feed_forward_length(ffn)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_BF16 if dtype == "bf16" else gguf.LlamaFileType.ALL_F32)
+    writer.add_head_count(0)
+    tokens, types = _world_vocab(vocab)
+    writer.add_tokenizer_model("rwkv")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(0)
+    writer.add_eot_token_id(261)
+
+    def put(name: str, tensor: torch.Tensor, matrix: bool = False) -> None:
+        tensor = tensor.detach().contiguous()
+        if matrix and dtype == "bf16":
+            data = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+            writer.add_tensor(name, data, raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            writer.add_tensor(name, tensor.to(torch.float32).numpy())
+
+    put("token_embd.weight", state_dict["emb.weight"], matrix=True)
+    put("token_embd_norm.weight", state_dict["blocks.0.ln0.weight"])
+    put("token_embd_norm.bias", state_dict["blocks.0.ln0.bias"])
+    put("output_norm.weight", state_dict["ln_out.weight"])
+    put("output_norm.bias", state_dict["ln_out.bias"])
+    put("output.weight", state_dict["head.weight"], matrix=True)
+    for i in range(n_layer):
+        p, b = f"blocks.{i}.", f"blk.{i}."
+        put(b + "attn_norm.weight", state_dict[p + "ln1.weight"])
+        put(b + "attn_norm.bias", state_dict[p + "ln1.bias"])
+        put(b + "attn_norm_2.weight", state_dict[p + "ln2.weight"])
+        put(b + "attn_norm_2.bias", state_dict[p + "ln2.bias"])
+        for n in LORA_NAMES:
+            source = "a" if (n == "v" and i == 0) else n
+            if n != "g":  # the gate LoRA has no bias vector
+                put(f"{b}time_mix_{n}0.weight", state_dict[f"{p}att.{source}0"].reshape(-1))
+            put(f"{b}time_mix_{n}1.weight", state_dict[f"{p}att.{source}1"].t(), matrix=True)
+            put(f"{b}time_mix_{n}2.weight", state_dict[f"{p}att.{source}2"].t(), matrix=True)
+        put(b + "time_mix_lerp_fused.weight", torch.stack([state_dict[p + "att." + m] for m in MIX_ORDER]))
+        for name in ("k_k", "k_a", "r_k"):
+            put(f"{b}time_mix_{name}.weight", state_dict[p + "att." + name].reshape(-1))
+        for ours, theirs in (("receptance", "receptance"), ("key", "key"), ("value", "value"), ("output", "output")):
+            put(f"{b}time_mix_{theirs}.weight", state_dict[f"{p}att.{ours}.weight"], matrix=True)
+        put(b + "time_mix_ln.weight", state_dict[p + "att.ln_x.weight"])
+        put(b + "time_mix_ln.bias", state_dict[p + "att.ln_x.bias"])
+        put(b + "channel_mix_lerp_k.weight", state_dict[p + "ffn.x_k"].reshape(-1))
+        put(b + "channel_mix_key.weight", state_dict[p + "ffn.key.weight"], matrix=True)
+        put(b + "channel_mix_value.weight", state_dict[p + "ffn.value.weight"], matrix=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def gguf_decode_bytes(path: Path) -> int:
+    """Bytes of every tensor but the embedding: what a decoded token reads at least."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
+
+
+def gguf_types(path: Path) -> str:
+    """Which tensor types a GGUF holds, by count (llama-quantize mixes some)."""
+    import gguf
+
+    counts: dict[str, int] = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        if len(t.shape) > 1 and t.n_elements > 65536:
+            key = f"{t.tensor_type.name}" + (" (output)" if t.name == "output.weight" else "")
+            counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k}×{v}" for k, v in sorted(counts.items()))
+
+
+# ------------------------------------------------------------------------ the llama.cpp contender
+
+
+class LlamaCppProcess:
+    """The llama.cpp contender, with the interface of benchmarks.contender.ContenderProcess."""
+
+    def __init__(self, name: str, driver: Path, model: Path, threads: int) -> None:
+        self.name = name
+        self.decode: list[float] = []
+        self.prefill: dict[int, list[float]] = {}
+        self._process = subprocess.Popen([str(driver), str(model), str(threads)], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: the driver ended (exit {self._process.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{self.name}: {answer['error']}")
+        return answer
+
+    def _ask(self, op: str, tokens: list[int], extra: str = "") -> dict:
+        assert self._process.stdin is not None
+        self._process.stdin.write(f"{op} {len(tokens)} {' '.join(map(str, tokens))} {extra}\n")
+        self._process.stdin.flush()
+        return self._read()
+
+    def time_decode(self, tokens: list[int]) -> None:
+        self.decode.append(self._ask("decode", tokens)["tok_s"])
+
+    def time_prefill(self, tokens: list[int]) -> None:
+        self.prefill.setdefault(len(tokens), []).append(self._ask("prefill", tokens)["tok_s"])
+
+    def save_logits(self, tokens: list[int], out: Path) -> np.ndarray:
+        self._ask("logits", tokens, str(out))
+        return np.fromfile(out, dtype=np.float32)
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            try:
+                assert self._process.stdin is not None
+                self._process.stdin.write("quit\n")
+                self._process.stdin.flush()
+            except OSError:
+                pass
+            self._process.wait()
+
+
+class OursProcess(ContenderProcess):
+    """Ours, with prefill timings kept per prompt length."""
+
+    def __init__(self, name: str, kind: str, model: Path) -> None:
+        super().__init__(name, kind, model, dict(os.environ))
+        self.prefill_by_length: dict[int, list[float]] = {}
+
+    def time_prefill(self, tokens: list[int]) -> None:
+        super().time_prefill(tokens)
+        self.prefill_by_length.setdefault(len(tokens), []).append(self.prefill[-1])
+
+    def logits(self, tokens: list[int], out: Path) -> np.ndarray:
+        return np.load(self.save_logits(tokens, out))
+
+
+# ------------------------------------------------------------------------ measuring
+
+
+def read_bandwidth(threads: int, megabytes: int = 1024) -> float:
+    """Bytes per second that ``threads`` threads read from memory (median of 5 sums)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        data = torch.ones(megabytes * (1 << 20) // 4, dtype=torch.float32)
+        data.sum()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            data.sum()
+            times.append(time.perf_counter() - start)
+        return data.numel() * 4 / statistics.median(times)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def relative_error(logits: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(logits - reference).max() / reference.std())
+
+
+def bench_size(size: str, args: argparse.Namespace, quantize: Path, driver: Path, work: Path,
+               bandwidth: float) -> list[str]:
+    sd = official_shape_state_dict(size)
+    pth = save_checkpoint(sd, work / f"random-{size}.pth")
+    gguf_bf16 = write_gguf(sd, work / f"random-{size}-bf16.gguf", "bf16")
+    gguf_f32 = write_gguf(sd, work / f"random-{size}-f32.gguf", "f32")
+    quantized = {}
+    for kind in ("Q8_0", "Q4_0"):
+        out = work / f"random-{size}-{kind}.gguf"
+        subprocess.run([str(quantize), str(gguf_f32), str(out), kind, str(args.threads)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        quantized[kind] = out
+    gguf_f32.unlink()
+    del sd
+
+    gen = torch.Generator().manual_seed(0)
+    decode_tokens = torch.randint(0, 65536, (args.decode_tokens + 8,), generator=gen).tolist()
+    prompts = {n: torch.randint(0, 65536, (n,), generator=gen).tolist() for n in args.prefill}
+    accuracy_prompt = prompts[min(args.prefill)]
+
+    reference_process = OursProcess("ours fp32", "ours-fp32", pth)
+    try:
+        reference = reference_process.logits(accuracy_prompt, work / "reference.npy")
+    finally:
+        reference_process.close()
+
+    rows: list[tuple[str, object, int]] = []  # (label, contender, decode bytes)
+    contenders: list[object] = []
+    try:
+        pairs = [("bf16", "bf16", gguf_bf16), ("int8", "Q8_0", quantized["Q8_0"]), ("q4", "Q4_0", quantized["Q4_0"])]
+        for ours_dtype, theirs, gguf_path in pairs:
+            ours = OursProcess(f"ours {ours_dtype}", f"ours-{ours_dtype}", pth)
+            peer = LlamaCppProcess(f"llama.cpp {theirs}", driver, gguf_path, args.threads)
+            contenders += [ours, peer]
+            rows.append((ours.name, ours, int(ours.info["decode_bytes"])))
+            rows.append((f"{peer.name} [{gguf_types(gguf_path)}]", peer, gguf_decode_bytes(gguf_path)))
+        errors = {}
+        for label, c, _ in rows:
+            if isinstance(c, OursProcess):
+                errors[label] = relative_error(c.logits(accuracy_prompt, work / "ours.npy"), reference)
+            else:
+                errors[label] = relative_error(c.save_logits(accuracy_prompt, work / "theirs.bin"), reference)
+        for round_index in range(args.rounds):
+            for _, c, _ in rows:
+                c.time_decode(decode_tokens)
+                for n in args.prefill:
+                    c.time_prefill(prompts[n])
+            print(f"{size} round {round_index + 1}/{args.rounds}: "
+                  + ", ".join(f"{c.name} {c.decode[-1]:.1f}" for _, c, _ in rows), file=sys.stderr, flush=True)
+    finally:
+        for c in contenders:
+            c.close()
+
+    def prefill(c: object, n: int) -> float:
+        runs = c.prefill_by_length[n] if isinstance(c, OursProcess) else c.prefill[n]
+        return statistics.median(runs)
+
+    lines = [f"\n### {size} shape\n",
+             "| engine | decode tok/s | × peer | of bandwidth bound | "
+             + " | ".join(f"prefill {n} tok/s | × peer" for n in args.prefill)
+             + " | max\\|Δlogit\\|/std vs fp32 |",
+             "|---|---:|---:|---:|" + "---:|---:|" * len(args.prefill) + "---:|"]
+    for index, (label, c, nbytes) in enumerate(rows):
+        partner = rows[index + 1 if index % 2 == 0 else index - 1][1]
+        d = statistics.median(c.decode)
+        ratio = d / statistics.median(partner.decode)
+        cells = [label, f"{d:.1f}", f"{ratio:.2f}", f"{d * nbytes / bandwidth:.0%}"]
+        for n in args.prefill:
+            p = prefill(c, n)
+            cells += [f"{p:.0f}", f"{p / prefill(partner, n):.2f}"]
+        cells.append(f"{errors[label]:.2e}")
+        lines.append("| " + " | ".join(cells) + " |")
+    for label, _, nbytes in rows:
+        lines.append(f"- {label}: {nbytes / 1e6:.0f} MB read per token at least")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="0.1b,0.4b")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--prefill", default="256,2048", help="prompt lengths to time (comma-separated)")
+    parser.add_argument("--llama-cpp", metavar="DIR", help="a llama.cpp source checkout (default: see above)")
+    args = parser.parse_args()
+    args.prefill = [int(n) for n in args.prefill.split(",")]
+    os.environ["RWKV_TUI_THREADS"] = str(args.threads)  # ours, in its processes
+
+    cache = cache_dir() / "bench"
+    cache.mkdir(parents=True, exist_ok=True)
+    quantize, driver = build_llama_cpp(llama_cpp_source(cache, args.llama_cpp))
+    bandwidth = read_bandwidth(args.threads)
+    load = os.getloadavg()
+    out = [f"CPU: {cpu_name()} · {os.cpu_count()} cores · {args.threads} threads each · "
+           f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({args.threads} threads) · "
+           f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
+           f"Median of {args.rounds} interleaved rounds; decode = batch 1, one token per call."]
+    with tempfile.TemporaryDirectory(prefix="rwkv-bench-llamacpp-") as tmp:
+        for size in args.sizes.split(","):
+            out += bench_size(size, args, quantize, driver, Path(tmp), bandwidth)
+    load = os.getloadavg()
+    out.append(f"\nload average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
