@@ -39,6 +39,9 @@ static inline int is_quantized(int dtype) { return dtype == DT_Q8 || dtype == DT
  * normal range whatever the weights' magnitude. Rows are zero-padded to stride columns.
  */
 #define QBLOCK 32
+#ifndef QAHEAD
+#define QAHEAD 4 /* rows ahead the quantized products prefetch */
+#endif
 typedef struct {
     const void *q;
     const uint16_t *d;     /* [rows][stride / QBLOCK] */
@@ -327,7 +330,7 @@ static void qmatvec_rows(const qmat_t *m, int dtype, const qx_t *x, float *y, in
                 const int64_t b = b0 + k;
                 const __m512i xv = _mm512_loadu_si512(x->v + b * QBLOCK);
                 for (int r = 0; r < 4; r++) {
-                    _mm_prefetch((const char *)(q[r] + 4 * row_bytes + b * QBLOCK), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(q[r] + QAHEAD * row_bytes + b * QBLOCK), _MM_HINT_T0);
                     const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q[r] + b * QBLOCK)));
                     const __m512 p = _mm512_cvtepi32_ps(_mm512_madd_epi16(w, xv));
                     acc[r] = _mm512_fmadd_ps(p, _mm512_set1_ps(comb[r][k]), acc[r]);
@@ -344,7 +347,7 @@ static void qmatvec_rows(const qmat_t *m, int dtype, const qx_t *x, float *y, in
                                                        _mm256_loadu_si256((const __m256i *)(xb + 16)), 1);
                 for (int r = 0; r < 4; r++) {
                     const uint8_t *p = q[r] + (b0 + k) * (QBLOCK / 2);
-                    _mm_prefetch((const char *)(p + 4 * row_bytes), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(p + QAHEAD * row_bytes), _MM_HINT_T0);
                     const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
                     const __m512i dot = _mm512_add_epi32(_mm512_madd_epi16(_mm512_and_si512(w, low), xlo),
                                                          _mm512_madd_epi16(_mm512_srli_epi16(w, 4), xhi));
@@ -385,13 +388,13 @@ static void qmatvec_rows(const qmat_t *m, int dtype, const qx_t *x, float *y, in
                 __m256i dot;
                 if (dtype == DT_Q8) {
                     const int8_t *p = (const int8_t *)q[r] + b * QBLOCK;
-                    _mm_prefetch((const char *)(p + 4 * row_bytes), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(p + QAHEAD * row_bytes), _MM_HINT_T0);
                     dot = _mm256_add_epi32(
                         _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), x0),
                         _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16))), x1));
                 } else {
                     const uint8_t *p = q[r] + b * (QBLOCK / 2);
-                    if ((b & 3) == 0) _mm_prefetch((const char *)(p + 4 * row_bytes), _MM_HINT_T0);
+                    if ((b & 3) == 0) _mm_prefetch((const char *)(p + QAHEAD * row_bytes), _MM_HINT_T0);
                     const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
                     dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(w, low), x0),
                                            _mm256_madd_epi16(_mm256_srli_epi16(w, 4), x1));
@@ -528,19 +531,30 @@ static void qadd_rows(const qmat_t *m, int dtype, const float *h, const int64_t 
     }
 }
 
-/* One row of a quantized matrix as fp32 (the embedding of a token; prefill's dequantization). */
+/* One row of a quantized matrix as fp32 (the embedding of a token; prefill's dequantization):
+ * scale * d * level, in the reference's order of rounding. Loops per block vectorise. */
 static void qdequant_row(const qmat_t *m, int dtype, int64_t row, float *out, int64_t cols) {
     const int64_t nb = m->stride / QBLOCK;
     const uint16_t *d = m->d + row * nb;
-    if (dtype == DT_Q8) {
-        const int8_t *q = (const int8_t *)m->q + row * m->stride;
-        for (int64_t c = 0; c < cols; c++) out[c] = m->scale * half_to_float(d[c / QBLOCK]) * (float)q[c];
-    } else {
-        const uint8_t *q = (const uint8_t *)m->q + row * (m->stride / 2);
-        for (int64_t c = 0; c < cols; c++) {
-            const uint8_t byte = q[(c / QBLOCK) * (QBLOCK / 2) + c % (QBLOCK / 2)];
-            const int nibble = (c % QBLOCK >= QBLOCK / 2) ? byte >> 4 : byte & 15;
-            out[c] = m->scale * half_to_float(d[c / QBLOCK]) * (float)(nibble - 8);
+    for (int64_t b = 0; b < nb && b * QBLOCK < cols; b++) {
+        const float s = half_to_float(d[b]) * m->scale;
+        float *o = out + b * QBLOCK;
+        const int64_t n = cols - b * QBLOCK < QBLOCK ? cols - b * QBLOCK : QBLOCK;
+        if (dtype == DT_Q8) {
+            const int8_t *q = (const int8_t *)m->q + row * m->stride + b * QBLOCK;
+            if (n == QBLOCK) {
+                for (int i = 0; i < QBLOCK; i++) o[i] = (float)q[i] * s;
+            } else {
+                for (int64_t i = 0; i < n; i++) o[i] = (float)q[i] * s;
+            }
+        } else {
+            const uint8_t *q = (const uint8_t *)m->q + row * (m->stride / 2) + b * (QBLOCK / 2);
+            float level[QBLOCK];
+            for (int i = 0; i < QBLOCK / 2; i++) {
+                level[i] = (float)((int)(q[i] & 15) - 8);
+                level[i + QBLOCK / 2] = (float)((int)(q[i] >> 4) - 8);
+            }
+            for (int64_t i = 0; i < n; i++) o[i] = level[i] * s;
         }
     }
 }
