@@ -13,10 +13,11 @@ weight but the embedding, in the contender's format).
 
 llama.cpp is built here, never in CI: from ``--llama-cpp DIR`` (a source checkout), else from
 the copy vendored in the ``llama-cpp-python`` source package (pip download; pinned below), in
-a cache folder (cmake, Release, -DGGML_NATIVE=ON). Our ``.pth`` is converted to GGUF by
-:func:`write_gguf` in llama.cpp's RWKV-7 layout (read from its conversion/rwkv.py,
-``Rwkv7Model``, and src/models/rwkv7.cpp, ``load_arch_tensors``); Q8_0 and Q4_0 are made from the
+a cache folder (cmake, Release, -DGGML_NATIVE=ON). Our ``.pth`` is converted to GGUF in
+llama.cpp's RWKV-7 layout (read from its conversion/rwkv.py, ``Rwkv7Model``, and
+src/models/rwkv7.cpp, ``load_arch_tensors``); Q8_0 and Q4_0 are made from the
 F32 file by its own ``llama-quantize`` with its default choices, as a user would.
+The conversion is engine/gguf_loader.py's ``write_gguf`` (the inverse of our GGUF reader).
 
     pip install gguf
     python benchmarks/bench_llamacpp.py [--sizes 0.1b,0.4b] [--rounds 3] [--threads 2]
@@ -25,7 +26,6 @@ F32 file by its own ``llama-quantize`` with its default choices, as a user would
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import statistics
@@ -43,6 +43,7 @@ import torch  # noqa: E402
 
 from benchmarks.bench_cpu import cpu_name  # noqa: E402
 from benchmarks.contender import ContenderProcess  # noqa: E402
+from engine.gguf_loader import write_gguf  # noqa: E402
 from engine.paths import cache_dir  # noqa: E402
 from engine.synthetic import official_shape_state_dict, save_checkpoint  # noqa: E402
 
@@ -50,8 +51,6 @@ from engine.synthetic import official_shape_state_dict, save_checkpoint  # noqa:
 #: 2026-10-01) when no checkout is given.
 LLAMA_CPP_PYTHON = "0.3.36"
 DRIVER_SOURCE = Path(__file__).with_name("llamacpp_driver.cpp")
-MIX_ORDER = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # = llama.cpp's lerp_list r, w, k, v, a, g
-LORA_NAMES = ("w", "a", "v", "g")
 
 
 # ------------------------------------------------------------------------ building llama.cpp
@@ -95,109 +94,8 @@ def build_llama_cpp(source: Path) -> tuple[Path, Path]:
 
 
 # ------------------------------------------------------------------------ .pth → GGUF
-
-
-def _world_vocab(vocab_size: int) -> tuple[list[bytes], list[int]]:
-    """The token list llama.cpp's converter writes for the RWKV World vocabulary
-    (``_set_vocab_rwkv_world``: <s>, then each token's escaped bytes, then padding)."""
-    import gguf
-    import pyrwkv_tokenizer
-
-    tokens: list[bytes] = [b"<s>"]
-    types = [gguf.TokenType.CONTROL]
-    vocab_file = Path(pyrwkv_tokenizer.__file__).with_name("rwkv_vocab_v20230424.txt")
-    for line in vocab_file.read_text(encoding="utf-8").splitlines():
-        parts = line.split(" ")
-        token = ast.literal_eval(" ".join(parts[1:-1]))
-        token = token.encode("utf-8") if isinstance(token, str) else token
-        tokens.append(repr(token)[2:-1].encode("utf-8"))
-        types.append(gguf.TokenType.NORMAL)
-    tokens = tokens[:vocab_size]
-    types = types[:vocab_size]
-    for i in range(len(tokens), vocab_size):
-        tokens.append(f"[PAD{i}]".encode())
-        types.append(gguf.TokenType.UNUSED)
-    return tokens, types
-
-
-def write_gguf(state_dict: dict[str, torch.Tensor], path: Path, dtype: str) -> Path:
-    """Our x070 checkpoint as llama.cpp's ``rwkv7`` GGUF, matrices in BF16 or F32.
-
-    Names and layout follow llama.cpp's converter: LoRA matrices transposed, the six token-shift
-    coefficients fused into ``time_mix_lerp_fused`` (6, 1, 1, C) in the order r, w, k, v, a, g,
-    vectors squeezed, ``r_k`` flattened, and layer 0's unused value-residual LoRA replaced by
-    copies of its ICLR LoRA (llama.cpp wants the tensors, of that shape).
-    """
-    import gguf
-
-    C = state_dict["emb.weight"].shape[1]
-    vocab = state_dict["emb.weight"].shape[0]
-    n_layer = 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("blocks."))
-    head_size = state_dict["blocks.0.att.r_k"].shape[1]
-    ffn = state_dict["blocks.0.ffn.key.weight"].shape[0]
-    ranks = {n: state_dict[f"blocks.{1 if n == 'v' else 0}.att.{n}1"].shape[1] for n in LORA_NAMES}
-
-    writer = gguf.GGUFWriter(str(path), "rwkv7")
-    writer.add_context_length(1048576)
-    writer.add_embedding_length(C)
-    writer.add_block_count(n_layer)
-    writer.add_layer_norm_eps(1e-5)
-    writer.add_wkv_head_size(head_size)
-    writer.add_decay_lora_rank(ranks["w"])
-    writer.add_iclr_lora_rank(ranks["a"])
-    writer.add_value_residual_mix_lora_rank(ranks["v"])
-    writer.add_gate_lora_rank(ranks["g"])
-    writer.add_feed_forward_length(ffn)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_BF16 if dtype == "bf16" else gguf.LlamaFileType.ALL_F32)
-    writer.add_head_count(0)
-    tokens, types = _world_vocab(vocab)
-    writer.add_tokenizer_model("rwkv")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(0)
-    writer.add_eot_token_id(261)
-
-    def put(name: str, tensor: torch.Tensor, matrix: bool = False) -> None:
-        tensor = tensor.detach().contiguous()
-        if matrix and dtype == "bf16":
-            data = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-            writer.add_tensor(name, data, raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
-        else:
-            writer.add_tensor(name, tensor.to(torch.float32).numpy())
-
-    put("token_embd.weight", state_dict["emb.weight"], matrix=True)
-    put("token_embd_norm.weight", state_dict["blocks.0.ln0.weight"])
-    put("token_embd_norm.bias", state_dict["blocks.0.ln0.bias"])
-    put("output_norm.weight", state_dict["ln_out.weight"])
-    put("output_norm.bias", state_dict["ln_out.bias"])
-    put("output.weight", state_dict["head.weight"], matrix=True)
-    for i in range(n_layer):
-        p, b = f"blocks.{i}.", f"blk.{i}."
-        put(b + "attn_norm.weight", state_dict[p + "ln1.weight"])
-        put(b + "attn_norm.bias", state_dict[p + "ln1.bias"])
-        put(b + "attn_norm_2.weight", state_dict[p + "ln2.weight"])
-        put(b + "attn_norm_2.bias", state_dict[p + "ln2.bias"])
-        for n in LORA_NAMES:
-            source = "a" if (n == "v" and i == 0) else n
-            if n != "g":  # the gate LoRA has no bias vector
-                put(f"{b}time_mix_{n}0.weight", state_dict[f"{p}att.{source}0"].reshape(-1))
-            put(f"{b}time_mix_{n}1.weight", state_dict[f"{p}att.{source}1"].t(), matrix=True)
-            put(f"{b}time_mix_{n}2.weight", state_dict[f"{p}att.{source}2"].t(), matrix=True)
-        put(b + "time_mix_lerp_fused.weight", torch.stack([state_dict[p + "att." + m] for m in MIX_ORDER]))
-        for name in ("k_k", "k_a", "r_k"):
-            put(f"{b}time_mix_{name}.weight", state_dict[p + "att." + name].reshape(-1))
-        for ours, theirs in (("receptance", "receptance"), ("key", "key"), ("value", "value"), ("output", "output")):
-            put(f"{b}time_mix_{theirs}.weight", state_dict[f"{p}att.{ours}.weight"], matrix=True)
-        put(b + "time_mix_ln.weight", state_dict[p + "att.ln_x.weight"])
-        put(b + "time_mix_ln.bias", state_dict[p + "att.ln_x.bias"])
-        put(b + "channel_mix_lerp_k.weight", state_dict[p + "ffn.x_k"].reshape(-1))
-        put(b + "channel_mix_key.weight", state_dict[p + "ffn.key.weight"], matrix=True)
-        put(b + "channel_mix_value.weight", state_dict[p + "ffn.value.weight"], matrix=True)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+# The conversion is engine.gguf_loader.write_gguf: llama.cpp's rwkv7 layout, the inverse of
+# the GGUF reader that tests hold to the .pth's logits.
 
 
 def gguf_decode_bytes(path: Path) -> int:
@@ -314,8 +212,8 @@ def bench_size(size: str, args: argparse.Namespace, quantize: Path, driver: Path
                bandwidth: float) -> list[str]:
     sd = official_shape_state_dict(size)
     pth = save_checkpoint(sd, work / f"random-{size}.pth")
-    gguf_bf16 = write_gguf(sd, work / f"random-{size}-bf16.gguf", "bf16")
-    gguf_f32 = write_gguf(sd, work / f"random-{size}-f32.gguf", "f32")
+    gguf_bf16 = write_gguf(sd, work / f"random-{size}-bf16.gguf", "BF16")
+    gguf_f32 = write_gguf(sd, work / f"random-{size}-f32.gguf", "F32")
     quantized = {}
     for kind in ("Q8_0", "Q4_0"):
         out = work / f"random-{size}-{kind}.gguf"

@@ -13,7 +13,7 @@ from typing import Mapping, Protocol, Sequence
 
 import torch
 
-from engine.checkpoint import ModelConfig, fingerprint, infer_config, read_state_dict
+from engine.checkpoint import ModelConfig, fingerprint, infer_config
 from engine.errors import BackendError, EngineError, StateError
 from engine.quant import FORMATS as _QUANTIZED, dense_weights, is_quantized_format, shape_view
 from engine.state import State
@@ -207,23 +207,23 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
 ) -> Model:
-    """Load an RWKV-7 x070 ``.pth`` checkpoint safely (no pickled code runs), or a safetensors
-    model file (engine/model_file.py: a quantized model, or a plain checkpoint's tensors).
+    """Load an RWKV-7 x070 ``.pth`` checkpoint safely (no pickled code runs), a safetensors
+    model file (engine/model_file.py: a quantized model, or a plain checkpoint's tensors) or a
+    llama.cpp ``rwkv7`` GGUF file (engine/gguf_loader.py).
 
-    ``dtype`` is the weight storage type (None: bf16 on CPU, fp16 on CUDA, a quantized file's
-    own format); CPU activations and the state are always fp32.
+    ``dtype`` is the weight storage type (None: bf16 on CPU, fp16 on CUDA, or a quantized or GGUF
+    file's own format); CPU activations and the state are always fp32.
     """
     path = Path(path).expanduser()
-    from engine.model_file import is_safetensors, read_model_file
+    from engine.model_file import read_weights
 
-    if is_safetensors(path):  # a quantized model saved by `rwkv-tui quantize`, or plain tensors
-        loaded = read_model_file(path)
-        return build_model(
-            loaded.weights, path=str(path), device=device,
-            dtype=loaded.dtype if parse_dtype(dtype) is None else dtype, source_fingerprint=loaded.fingerprint,
-        )
-    state_dict = read_state_dict(path)
-    return build_model(state_dict, path=str(path), device=device, dtype=dtype)
+    # a .pth; a quantized model saved by `rwkv-tui quantize` or plain safetensors; a GGUF file
+    loaded = read_weights(path)
+    if loaded.dtype is not None and parse_dtype(dtype) is None:
+        dtype = loaded.dtype  # the file's own format
+    return build_model(
+        loaded.weights, path=str(path), device=device, dtype=dtype, source_fingerprint=loaded.fingerprint,
+    )
 
 
 def _bundled_state(

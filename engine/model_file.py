@@ -242,17 +242,14 @@ def quantize_checkpoint(source: str | Path, dtype: str, out: str | Path | None =
     skips the quantization. Returns the path written (default: beside the source).
     """
     from engine.backends.cpu import quantize_weights
-    from engine.checkpoint import fingerprint, infer_config, read_state_dict
+    from engine.checkpoint import fingerprint, infer_config
     from engine.quant import shape_view
 
     source = Path(source).expanduser()
     if dtype not in FORMATS:
         raise CheckpointError(f"cannot quantize to {dtype!r}; use {' or '.join(FORMATS)}")
-    if is_safetensors(source):
-        loaded = read_model_file(source)
-        weights, source_fingerprint = loaded.weights, loaded.fingerprint
-    else:
-        weights, source_fingerprint = read_state_dict(source), None
+    loaded = read_weights(source)
+    weights, source_fingerprint = loaded.weights, loaded.fingerprint
     infer_config(shape_view(weights), source=str(source))
     if source_fingerprint is None:
         source_fingerprint = fingerprint(weights)
@@ -261,3 +258,19 @@ def quantize_checkpoint(source: str | Path, dtype: str, out: str | Path | None =
         raise CheckpointError(f"{target}: would overwrite the model being quantized; choose another --out")
     quantized = quantize_weights(weights, dtype)
     return save_quantized_model(target, quantized, dtype, source_fingerprint, source=source.name)
+
+
+def read_weights(path: str | Path) -> ModelFile:
+    """Any model file by its first bytes: safetensors (quantized or plain), GGUF (llama.cpp's
+    rwkv7, engine/gguf_loader.py) or a PyTorch ``.pth`` checkpoint."""
+    path = Path(path).expanduser()
+    if is_safetensors(path):
+        return read_model_file(path)
+    from engine.gguf_loader import is_gguf, read_gguf
+
+    if is_gguf(path):
+        model = read_gguf(path)
+        return ModelFile(model.weights, model.dtype, None)
+    from engine.checkpoint import read_state_dict
+
+    return ModelFile(read_state_dict(path), None, None)

@@ -45,3 +45,25 @@ def test_damaged_quantized_model_files_fail_in_one_line(seed_file, tmp_path_fact
         assert digest(path) == before
 
     check()
+
+
+def test_damaged_gguf_files_fail_in_one_line(tmp_path_factory) -> None:
+    pytest.importorskip("gguf")
+    from engine.gguf_loader import write_gguf
+
+    folder = tmp_path_factory.mktemp("fuzz_gguf")
+    seed = write_gguf(random_state_dict(1, 64, 64, dtype=torch.bfloat16, seed=5), folder / "seed.gguf", "Q4_0").read_bytes()
+
+    @FUZZ
+    @given(data=mutated(seed))
+    def check(data: bytes) -> None:
+        path = folder / "model.gguf"
+        path.write_bytes(data)
+        before = digest(path)
+        try:
+            no_hang(_load, path)
+        except EngineError as error:
+            assert "\n" not in str(error)
+        assert digest(path) == before
+
+    check()
