@@ -489,8 +489,9 @@ class RwkvApp(App[int]):
                 self._load(role, path)
 
         title = "Load a chat model (.pth)" if role == "chat" else "Load a music model (.pth, ABC or MIDI tokens)"
-        # .safetensors: a model saved by `rwkv-tui quantize` (or a plain checkpoint's tensors)
-        self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth", ".safetensors"), note=note), chosen)
+        # .safetensors: saved by `rwkv-tui quantize` (or a plain checkpoint); .gguf: llama.cpp's rwkv7
+        self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth", ".safetensors", ".gguf"), note=note),
+                         chosen)
 
     # ------------------------------------------------------------------ command palette
 

@@ -50,7 +50,8 @@ def build_parser(commands: Sequence[ModuleType]) -> argparse.ArgumentParser:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model/--device/--dtype/--tokenizer/--threads, shared by the app and the subcommands."""
     parser.add_argument("--model", metavar="PATH",
-                        help="RWKV-7 .pth checkpoint or a model saved by `rwkv-tui quantize` (default: built-in demo model)")
+                        help="RWKV-7 .pth checkpoint, a model saved by `rwkv-tui quantize`, or an rwkv7 GGUF file "
+                             "(default: built-in demo model)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", default=None,
                         help="weight dtype: fp32, bf16, fp16, or int8/q4 (block-quantized, CPU only) "

@@ -17,7 +17,8 @@ HELP = "save a model with int8 or q4 weights (a .safetensors file any --model ac
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="PATH", required=True, help="the RWKV-7 .pth checkpoint to quantize")
+    parser.add_argument("--model", metavar="PATH", required=True,
+                        help="the RWKV-7 model to quantize (.pth, safetensors or rwkv7 GGUF)")
     parser.add_argument("--dtype", choices=FORMATS, required=True, help="int8 (8.5 bits per weight) or q4 (4.5)")
     parser.add_argument("--out", metavar="PATH",
                         help="where to write (default: beside the model, NAME-DTYPE.safetensors)")
