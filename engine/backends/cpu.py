@@ -3,9 +3,10 @@
 Activations, the WKV recurrence and the state are fp32 whatever the weight dtype: storing the
 large matrices in bf16 halves the memory traffic that bounds decoding speed, while fp32
 arithmetic keeps the logits within bf16 rounding of the fp32 reference. The quantized formats
-(``int8``, ``q4``: engine/quant.py) store every matrix, LoRA and embedding included, in blocks
-with per-block scales; measured on the demo chat model, quantizing the LoRA matrices too
-changes the KL to fp32 by under 1 %, while they are 6 % of a layer's weights.
+(``int8``, ``q4``: engine/quant.py) store every matrix, the LoRA matrices and the head
+included, in blocks with per-block scales (measured on the demo chat model, quantizing the LoRA
+matrices too changes the KL to fp32 by under 1 %, while they are 6 % of a layer's weights); the
+embedding, read one row per token, is kept finer (_EMBEDDING_FORMAT).
 
 Many tokens (prefill) run op by op in torch: the matrix-matrix products are compute-bound and
 torch's GEMM serves them well. One token (decode) goes to the native library's whole-model

@@ -540,6 +540,28 @@ static void qdequant_row(const qmat_t *m, int dtype, int64_t row, float *out, in
         const float s = half_to_float(d[b]) * m->scale;
         float *o = out + b * QBLOCK;
         const int64_t n = cols - b * QBLOCK < QBLOCK ? cols - b * QBLOCK : QBLOCK;
+#ifdef RWKV_AVX2
+        if (n == QBLOCK) { /* whole blocks: the compiler's own vectorisation was 4x slower */
+            const __m256 sv = _mm256_set1_ps(s);
+            if (dtype == DT_Q8) {
+                const int8_t *q = (const int8_t *)m->q + row * m->stride + b * QBLOCK;
+                for (int i = 0; i < QBLOCK; i += 8)
+                    _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)))), sv));
+            } else {
+                const uint8_t *q = (const uint8_t *)m->q + row * (m->stride / 2) + b * (QBLOCK / 2);
+                const __m256i eight = _mm256_set1_epi32(8), nib = _mm256_set1_epi32(15);
+                for (int i = 0; i < QBLOCK / 2; i += 8) {
+                    const __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
+                    _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(
+                        _mm256_sub_epi32(_mm256_and_si256(w, nib), eight)), sv));
+                    _mm256_storeu_ps(o + QBLOCK / 2 + i, _mm256_mul_ps(_mm256_cvtepi32_ps(
+                        _mm256_sub_epi32(_mm256_srli_epi32(w, 4), eight)), sv));
+                }
+            }
+            continue;
+        }
+#endif
         if (dtype == DT_Q8) {
             const int8_t *q = (const int8_t *)m->q + row * m->stride + b * QBLOCK;
             if (n == QBLOCK) {
