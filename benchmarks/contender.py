@@ -93,6 +93,26 @@ def _prefill_rate(forward: Forward, tokens: list[int]) -> float:
     return len(tokens) / (time.perf_counter() - start)
 
 
+def _decode_bytes(backend: Any) -> int:
+    """Bytes of every weight but the embedding (read one row per token): what a decoded token
+    reads at least, for comparing a speed with the machine's bandwidth."""
+    import dataclasses
+
+    import torch
+
+    def size(item: Any) -> int:
+        if item is None:
+            return 0
+        if isinstance(item, tuple):
+            return sum(size(part) for part in item)
+        if isinstance(item, torch.Tensor):
+            return item.numel() * item.element_size()
+        return int(item.nbytes)  # a quantized matrix
+
+    layers = sum(size(getattr(layer, f.name)) for layer in backend.layers for f in dataclasses.fields(layer))
+    return layers + size(backend.ln0) + size(backend.ln_out) + size(backend.head)
+
+
 def _build(kind: str, model: Path) -> tuple[Forward, dict[str, Any]]:
     """Load one contender. Ours first sets up the process as the rwkv-tui entry point does."""
     if kind.startswith("ours-"):
@@ -108,7 +128,8 @@ def _build(kind: str, model: Path) -> tuple[Forward, dict[str, Any]]:
         dtype = None if kind == "ours-default" else kind.removeprefix("ours-")
         loaded = load_model(model, device="cpu", dtype=dtype)
         info = {"dtype": loaded.info.dtype, "kernels": kernel_status(), "n_layer": loaded.info.n_layer,
-                "n_embd": loaded.info.n_embd, "vocab": loaded.info.vocab}
+                "n_embd": loaded.info.n_embd, "vocab": loaded.info.vocab,
+                "decode_bytes": _decode_bytes(loaded.backend)}
         return loaded.forward, info | {"torch": torch.__version__, "threads": torch.get_num_threads()}
     if kind.startswith("pip-"):
         import torch

@@ -20,6 +20,7 @@ import torch
 
 from engine.errors import CheckpointError, first_line
 from engine.formats import DESCRIPTIONS, Sniffed, sniff
+from engine.quant import QuantizedMatrix
 
 #: Layer numbers have at most 9 digits: a longer one is no layer (and a 5000-digit one would
 #: not even convert to an int).
@@ -345,7 +346,8 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoi
     pass (about 55 ms for a 0.4B bf16 model on 2 cores); only a tensor whose sum is not finite
     gets the exact, slower check, so huge but finite weights are not refused by mistake.
     """
-    for key, tensor in state_dict.items():
+    for key, value in state_dict.items():
+        tensor = _stored_values(value)
         if not tensor.is_floating_point() or tensor.numel() == 0:
             continue
         if torch.isfinite(tensor.sum()):
@@ -356,6 +358,17 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoi
             raise CheckpointError(
                 f"{source}: tensor {key} holds NaN or infinite values ({count:,} of {tensor.numel():,})"
             )
+
+
+def _is_quantized(value: object) -> bool:
+    return isinstance(value, QuantizedMatrix)
+
+
+def _stored_values(value: torch.Tensor | QuantizedMatrix) -> torch.Tensor:
+    """The floating-point numbers a weight is stored as: a quantized matrix's scales."""
+    if isinstance(value, QuantizedMatrix):
+        return torch.cat((value.d.reshape(-1).float(), torch.tensor([value.scale], dtype=torch.float32)))
+    return value
 
 
 #: Elements hashed per tensor by :func:`fingerprint` (evenly spaced over the whole tensor).
@@ -372,7 +385,18 @@ def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
     """
     digest = hashlib.sha256(b"rwkv-tui fingerprint 2;")
     for key in sorted(state_dict):
-        tensor = state_dict[key].detach()
+        value = state_dict[key]
+        if _is_quantized(value):
+            # A matrix that arrived quantized (a GGUF file's Q8_0/Q4_0 blocks): its codes and
+            # scales are the weights. A model quantized from a .pth keeps its source's fingerprint.
+            digest.update(f"{key}:{tuple(value.checkpoint_shape)}:{value.format}:{value.scale!r};".encode())
+            for part in (value.q, value.d):
+                flat = part.reshape(-1)
+                if flat.numel() > FINGERPRINT_SAMPLES:
+                    flat = flat[:: flat.numel() // FINGERPRINT_SAMPLES][:FINGERPRINT_SAMPLES]
+                digest.update(flat.contiguous().numpy().tobytes())
+            continue
+        tensor = value.detach()
         digest.update(f"{key}:{tuple(tensor.shape)};".encode())
         flat = tensor.reshape(-1)
         if flat.numel() > FINGERPRINT_SAMPLES:
@@ -387,6 +411,8 @@ def legacy_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
     Kept so state files and autosaves written by those versions still find their model; it
     cannot tell apart weights that differ only in the big matrices, so new files never use it.
     """
+    if any(_is_quantized(value) for value in state_dict.values()):
+        return ""  # no earlier version read quantized weights, so no older file can name them
     digest = hashlib.sha256()
     for key in sorted(state_dict):
         digest.update(f"{key}:{tuple(state_dict[key].shape)};".encode())

@@ -13,8 +13,9 @@ from typing import Mapping, Protocol, Sequence
 
 import torch
 
-from engine.checkpoint import ModelConfig, check_finite, fingerprint, infer_config, legacy_fingerprint, read_state_dict
+from engine.checkpoint import ModelConfig, check_finite, fingerprint, infer_config, legacy_fingerprint
 from engine.errors import BackendError, EngineError, StateError
+from engine.quant import FORMATS as _QUANTIZED, dense_weights, is_quantized_format, shape_view
 from engine.state import State
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ _DTYPE_NAMES = {
     "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    **{name: name for name in _QUANTIZED},
 }
+_DTYPE_CHOICES = "fp32, bf16, fp16, int8 or q4"
 _SHORT_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -34,7 +37,7 @@ class Backend(Protocol):
     """What a compute backend provides to ``Model``."""
 
     device: torch.device
-    weight_dtype: torch.dtype
+    weight_dtype: torch.dtype | str
 
     def forward(
         self, tokens: Sequence[int], state: State, all_logits: bool = False
@@ -131,17 +134,18 @@ class Model:
         return ids
 
 
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """Accept 'fp32'/'bf16'/'fp16' (and long names) or a torch dtype; None means the device default."""
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
+    """Accept 'fp32'/'bf16'/'fp16' (and long names), the quantized 'int8'/'q4' (returned as
+    those names) or a torch dtype; None means the device default."""
     if dtype is None or isinstance(dtype, torch.dtype):
         if isinstance(dtype, torch.dtype) and dtype not in _SHORT_NAMES:
-            raise EngineError(f"unsupported dtype {dtype}; use fp32, bf16 or fp16")
+            raise EngineError(f"unsupported dtype {dtype}; use {_DTYPE_CHOICES}")
         return dtype
     key = str(dtype).lower().strip()
     if key in ("auto", "none", ""):
         return None
     if key not in _DTYPE_NAMES:
-        raise EngineError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16")
+        raise EngineError(f"unknown dtype {dtype!r}; use {_DTYPE_CHOICES}")
     return _DTYPE_NAMES[key]
 
 
@@ -177,9 +181,14 @@ def build_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     chunk_len: int = DEFAULT_CHUNK_LEN,
+    source_fingerprint: str | None = None,
 ) -> Model:
-    """Make a Model from an already-loaded state dict (used by ``load_model`` and training)."""
-    config = infer_config(state_dict, source=path)
+    """Make a Model from an already-loaded state dict (used by ``load_model`` and training).
+
+    The state dict may hold quantized matrices (a quantized model file); ``source_fingerprint``
+    is then the fingerprint of the weights they were made from.
+    """
+    config = infer_config(shape_view(state_dict), source=path)
     check_finite(state_dict, source=path)
     weight_dtype = parse_dtype(dtype)
     backend, device_note = _choose_backend(state_dict, config, device, weight_dtype)
@@ -188,10 +197,10 @@ def build_model(
     info = ModelInfo(
         n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
         head_size=config.head_size, vocab=config.vocab,
-        dtype=_SHORT_NAMES[backend.weight_dtype], device=str(backend.device),
+        dtype=short_dtype_name(backend.weight_dtype), device=str(backend.device),
         ffn_dim=config.ffn_dim,
         n_params=sum(t.numel() for t in state_dict.values()),
-        path=path, fingerprint=fingerprint(state_dict), state_bytes=config.state_bytes,
+        path=path, fingerprint=source_fingerprint or fingerprint(state_dict), state_bytes=config.state_bytes,
         kernels=kernels, device_note=device_note, legacy_fingerprint=legacy_fingerprint(state_dict),
     )
     return Model(backend, config, info, chunk_len=chunk_len, bundled_state=bundled)
@@ -202,14 +211,23 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
 ) -> Model:
-    """Load an RWKV-7 x070 ``.pth`` checkpoint safely (no pickled code runs).
+    """Load an RWKV-7 x070 ``.pth`` checkpoint safely (no pickled code runs), a safetensors
+    model file (engine/model_file.py: a quantized model, or a plain checkpoint's tensors) or a
+    llama.cpp ``rwkv7`` GGUF file (engine/gguf_loader.py).
 
-    ``dtype`` is the weight storage type (None: bf16 on CPU, fp16 on CUDA); CPU activations and
-    the state are always fp32.
+    ``dtype`` is the weight storage type (None: bf16 on CPU, fp16 on CUDA, or a quantized or GGUF
+    file's own format); CPU activations and the state are always fp32.
     """
     path = Path(path).expanduser()
-    state_dict = read_state_dict(path)
-    return build_model(state_dict, path=str(path), device=device, dtype=dtype)
+    from engine.model_file import read_weights
+
+    # a .pth; a quantized model saved by `rwkv-tui quantize` or plain safetensors; a GGUF file
+    loaded = read_weights(path)
+    if loaded.dtype is not None and parse_dtype(dtype) is None:
+        dtype = loaded.dtype  # the file's own format
+    return build_model(
+        loaded.weights, path=str(path), device=device, dtype=dtype, source_fingerprint=loaded.fingerprint,
+    )
 
 
 def _bundled_state(
@@ -238,7 +256,7 @@ def _choose_backend(
     state_dict: Mapping[str, torch.Tensor],
     config: ModelConfig,
     device: str | torch.device,
-    weight_dtype: torch.dtype | None,
+    weight_dtype: torch.dtype | str | None,
 ) -> tuple[Backend, str]:
     """The backend for ``device`` and, when 'auto' could not use CUDA, the one-line reason.
 
@@ -248,9 +266,15 @@ def _choose_backend(
     auto = str(device).lower().strip() == "auto"
     target = resolve_device(device)
     note = ""
-    if target.type == "cuda":
+    if target.type == "cuda" and is_quantized_format(weight_dtype):
+        message = f"{weight_dtype} weights run on the CPU only (use fp16 or bf16 on the GPU)"
+        if not auto:
+            raise BackendError(f"CUDA backend unavailable: {message}")
+        note = f"{message}; running on the CPU"
+        _log_once(logging.INFO, note)
+    elif target.type == "cuda":
         try:
-            return _cuda_backend(state_dict, config, weight_dtype or torch.float16, target), ""
+            return _cuda_backend(dense_weights(state_dict), config, weight_dtype or torch.float16, target), ""
         except BackendError as exc:
             if not auto:
                 raise
@@ -299,5 +323,5 @@ def _cuda_backend(
         raise BackendError(f"CUDA backend failed: {first}") from None
 
 
-def short_dtype_name(dtype: torch.dtype) -> str:
-    return _SHORT_NAMES[dtype]
+def short_dtype_name(dtype: torch.dtype | str) -> str:
+    return dtype if isinstance(dtype, str) else _SHORT_NAMES[dtype]

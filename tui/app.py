@@ -555,7 +555,9 @@ class RwkvApp(App[int]):
 
         def picked(choice: ModelChoice | None) -> None:
             if choice is not None and choice.path is None:  # "a file…"
-                self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth",), note=note), chosen)
+                # .safetensors: saved by `rwkv-tui quantize` (or a plain checkpoint); .gguf: llama.cpp's rwkv7
+                self.push_screen(PathPrompt(title, start, mode="open", suffixes=(".pth", ".safetensors", ".gguf"),
+                                            note=note), chosen)
             elif choice is not None:
                 chosen(choice.path, choice.role)
 

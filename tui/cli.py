@@ -55,13 +55,17 @@ def build_parser(commands: Sequence[ModuleType]) -> argparse.ArgumentParser:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model/--device/--dtype/--tokenizer, shared by the app and the subcommands."""
+    """--model/--device/--dtype/--tokenizer/--threads, shared by the app and the subcommands."""
     parser.add_argument("--model", metavar="NAME|PATH",
-                        help="RWKV-7 .pth checkpoint or a downloaded catalog name, e.g. g1-1.5b "
-                             "(`rwkv-tui models list`; default: built-in demo model)")
+                        help="RWKV-7 .pth checkpoint, a model saved by `rwkv-tui quantize`, an rwkv7 GGUF file, or a "
+                             "downloaded catalog name, e.g. g1-1.5b (`rwkv-tui models list`; default: built-in demo model)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--dtype", default=None, help="weight dtype: fp32, bf16 or fp16 (default: bf16 on CPU, fp16 on GPU)")
+    parser.add_argument("--dtype", default=None,
+                        help="weight dtype: fp32, bf16, fp16, or int8/q4 (block-quantized, CPU only) "
+                             "(default: bf16 on CPU, fp16 on GPU; a quantized model file: its own format)")
     parser.add_argument("--tokenizer", default=None, help="world, midi, abc or bytes (default: detected)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for the model (default: the cores this process may use, cgroup-aware)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,6 +79,10 @@ def _main(argv: Sequence[str] | None) -> int:
     commands = _command_modules()
     args = build_parser(commands).parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:
+            from engine.cpu_threads import set_cpu_threads
+
+            set_cpu_threads(args.threads)
         if getattr(args, "run", None) is not None:
             return int(args.run(args))
         from tui.app import run_app

@@ -2,7 +2,11 @@
 
 Activations, the WKV recurrence and the state are fp32 whatever the weight dtype: storing the
 large matrices in bf16 halves the memory traffic that bounds decoding speed, while fp32
-arithmetic keeps the logits within bf16 rounding of the fp32 reference.
+arithmetic keeps the logits within bf16 rounding of the fp32 reference. The quantized formats
+(``int8``, ``q4``: engine/quant.py) store every matrix, the LoRA matrices and the head
+included, in blocks with per-block scales (measured on the demo chat model, quantizing the LoRA
+matrices too changes the KL to fp32 by under 1 %, while they are 6 % of a layer's weights); the
+embedding, read one row per token, is kept finer (_EMBEDDING_FORMAT).
 
 Many tokens (prefill) run op by op in torch: the matrix-matrix products are compute-bound and
 torch's GEMM serves them well. One token (decode) goes to the native library's whole-model
@@ -13,7 +17,6 @@ and the reference the fused kernel is tested against.
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
@@ -23,20 +26,28 @@ import torch.nn.functional as F
 from engine.backends.cpu_layer import CpuLayer
 from engine.backends.cpu_native import TorchKernels, get_kernels
 from engine.checkpoint import ModelConfig
+from engine.cpu_threads import cpu_threads
+from engine.quant import QuantizedMatrix, is_quantized_format
 from engine.state import State
+
+#: A weight as the backend keeps it: a plain tensor, or a block-quantized matrix.
+Weight = torch.Tensor | QuantizedMatrix
+#: How a quantized model stores its embedding. It is read one row per token, so it costs
+#: memory but no bandwidth: bf16 beside int8 (at 8 bits it alone gave max|Δlogit|/std 0.02-0.03
+#: on random models), and 8-bit beside q4 (at 4 bits it was 40 % of the demo chat model's KL).
+_EMBEDDING_FORMAT: dict[str, torch.dtype | str] = {"int8": torch.bfloat16, "q4": "int8"}
 
 #: exp(-0.5): the decay is w = exp(-e^-0.5 · σ(z)), so every channel keeps at least 54.5 %.
 _DECAY_SCALE = 0.6065306597126334
 _GROUP_NORM_EPS = 64e-5
 _LAYER_NORM_EPS = 1e-5
 _MIX_ORDER = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
-_THREADS_ENV = "RWKV_TUI_THREADS"
 
 
 def compute_threads() -> int:
-    """Threads for the heavy kernels: RWKV_TUI_THREADS, else torch's setting (one per core)."""
-    value = os.environ.get(_THREADS_ENV, "")
-    return max(1, int(value)) if value.isdigit() else torch.get_num_threads()
+    """Threads for the heavy kernels: ``--threads`` / RWKV_TUI_THREADS, else the cores this
+    process may use (engine/cpu_threads.py)."""
+    return cpu_threads()
 
 
 @contextmanager
@@ -70,9 +81,52 @@ def _successor(state: State, tokens: int) -> State:
     )
 
 
-def _lora(x: torch.Tensor, transposed: torch.Tensor) -> torch.Tensor:
-    """One half of a LoRA pair, stored transposed: ``x @ transposed.T``, in fp32."""
-    return F.linear(x, transposed if transposed.dtype == torch.float32 else transposed.float())
+#: Checkpoint matrices the backend keeps transposed: the FFN value matrix so that the rows a
+#: token's non-zero activations pick are contiguous, the LoRA pairs so that one token's LoRA is
+#: a matrix-vector product in the same row-major layout as every other weight.
+_TRANSPOSED = ("att.w1", "att.w2", "att.a1", "att.a2", "att.v1", "att.v2", "att.g1", "att.g2", "ffn.value.weight")
+_LAYER_MATRICES = _TRANSPOSED + (
+    "att.receptance.weight", "att.key.weight", "att.value.weight", "att.output.weight", "ffn.key.weight",
+)
+
+
+def _prepare(
+    kernels: TorchKernels, threads: int, value: Weight, target: torch.dtype | str, transpose: bool
+) -> Weight:
+    """One matrix in the backend's layout (transposed if asked) and storage type ``target``.
+
+    A quantized matrix already in that format and layout (from a saved quantized model) is used
+    as it is; any other is widened to its checkpoint tensor first.
+    """
+    if isinstance(value, QuantizedMatrix):
+        if value.format == target and value.transposed == transpose:
+            return value
+        value = value.checkpoint_tensor()
+    if transpose:
+        value = value.detach().t()
+    if is_quantized_format(target):
+        matrix = kernels.quantize(value, target, threads)
+        return matrix.as_transposed() if transpose else matrix
+    return value.detach().to(target).contiguous()
+
+
+def quantize_weights(
+    state_dict: Mapping[str, Weight], fmt: str, kernels: TorchKernels | None = None, threads: int | None = None
+) -> dict[str, Weight]:
+    """A checkpoint with every matrix in the quantized format ``fmt`` and the backend's layout,
+    the embedding in its own format, and every other tensor as it was: what the backend runs
+    and what a quantized model file (engine/model_file.py) stores."""
+    kernels = kernels or get_kernels()
+    threads = threads or compute_threads()
+    out: dict[str, Weight] = {}
+    for key, value in state_dict.items():
+        if key == "head.weight" or (key.startswith("blocks.") and key.endswith(_LAYER_MATRICES)):
+            out[key] = _prepare(kernels, threads, value, fmt, transpose=key.endswith(_TRANSPOSED))
+        elif key == "emb.weight":
+            out[key] = _prepare(kernels, threads, value, _EMBEDDING_FORMAT[fmt], transpose=False)
+        else:
+            out[key] = value
+    return out
 
 
 class CpuBackend:
@@ -82,9 +136,9 @@ class CpuBackend:
 
     def __init__(
         self,
-        state_dict: Mapping[str, torch.Tensor],
+        state_dict: Mapping[str, Weight],
         config: ModelConfig,
-        weight_dtype: torch.dtype,
+        weight_dtype: torch.dtype | str,
         kernels: TorchKernels | None = None,
     ) -> None:
         self.config = config
@@ -96,15 +150,19 @@ class CpuBackend:
         def small(name: str) -> torch.Tensor:
             return state_dict[name].detach().to(torch.float32).reshape(-1).contiguous()
 
-        def lora(name: str) -> torch.Tensor:
+        quantized = is_quantized_format(weight_dtype)
+        if quantized:
+            state_dict = quantize_weights(state_dict, weight_dtype, self.kernels, self.threads)
+
+        def lora(name: str) -> Weight:
             # In the weight dtype like the big matrices: a token reads every LoRA matrix too
             # (about 4 % of a 0.1B step's bytes in fp32), and official files store them in bf16.
-            return state_dict[name].detach().t().to(weight_dtype).contiguous()
+            return _prepare(self.kernels, self.threads, state_dict[name], weight_dtype, transpose=True)
 
-        def big(name: str) -> torch.Tensor:
-            return state_dict[name].detach().to(weight_dtype).contiguous()
+        def big(name: str) -> Weight:
+            return _prepare(self.kernels, self.threads, state_dict[name], weight_dtype, transpose=False)
 
-        self.emb = big("emb.weight")
+        self.emb = state_dict["emb.weight"] if quantized else big("emb.weight")
         self.ln0 = (small("blocks.0.ln0.weight"), small("blocks.0.ln0.bias"))
         self.ln_out = (small("ln_out.weight"), small("ln_out.bias"))
         self.head = big("head.weight")
@@ -129,7 +187,7 @@ class CpuBackend:
                     ln_x=(small(p + "att.ln_x.weight"), small(p + "att.ln_x.bias")),
                     ffn_mix=small(p + "ffn.x_k"),
                     ffn_key=big(p + "ffn.key.weight"),
-                    ffn_value_t=state_dict[p + "ffn.value.weight"].detach().t().to(weight_dtype).contiguous(),
+                    ffn_value_t=_prepare(self.kernels, self.threads, state_dict[p + "ffn.value.weight"], weight_dtype, transpose=True),
                 )
             )
 
@@ -144,7 +202,8 @@ class CpuBackend:
             return self._decode_fused(tokens[0], state, all_logits)
         with torch.inference_mode(), _torch_threads(1 if len(tokens) == 1 else self.threads):
             ids = torch.tensor(list(tokens), dtype=torch.long)
-            x = F.layer_norm(self.emb[ids].float(), (self.config.n_embd,), *self.ln0, _LAYER_NORM_EPS)
+            rows = self.emb.rows(ids) if isinstance(self.emb, QuantizedMatrix) else self.emb[ids].float()
+            x = F.layer_norm(rows, (self.config.n_embd,), *self.ln0, _LAYER_NORM_EPS)
             new = _successor(state, len(ids))
             v_first: torch.Tensor | None = None
             for i, layer in enumerate(self.layers):
@@ -171,13 +230,21 @@ class CpuBackend:
         logits = kernels.decode(self._plan[1], int(token), state, new, self.threads)
         return (logits.unsqueeze(0) if all_logits else logits), new
 
-    def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _linear(self, x: torch.Tensor, weight: Weight) -> torch.Tensor:
         """``x @ weight.T`` for x of shape (T, in); a streaming kernel when T == 1."""
         if x.shape[0] == 1:
             return self.kernels.matvec(weight, x[0], self.threads).unsqueeze(0)
-        if weight.dtype != torch.float32:
-            weight = weight.float()
-        return F.linear(x, weight)
+        return F.linear(x, self._dense(weight))
+
+    def _dense(self, weight: Weight) -> torch.Tensor:
+        """A weight as an fp32 tensor, for the matrix-matrix products of prefill."""
+        if isinstance(weight, QuantizedMatrix):
+            return self.kernels.dequantize(weight, self.threads)
+        return weight if weight.dtype == torch.float32 else weight.float()
+
+    def _lora(self, x: torch.Tensor, transposed: Weight) -> torch.Tensor:
+        """One half of a LoRA pair, stored transposed: ``x @ transposed.T``, in fp32."""
+        return F.linear(x, self._dense(transposed))
 
     @staticmethod
     def _shifted(xn: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -202,9 +269,9 @@ class CpuBackend:
         r = self._linear(xr, layer.receptance)
         k = self._linear(xk, layer.key)
         v = self._linear(xv, layer.value)
-        decay = torch.exp(-_DECAY_SCALE * torch.sigmoid(layer.w0 + _lora(torch.tanh(_lora(xw, layer.w1t)), layer.w2t)))
-        iclr = torch.sigmoid(layer.a0 + _lora(_lora(xa, layer.a1t), layer.a2t))
-        gate = _lora(torch.sigmoid(_lora(xg, layer.g1t)), layer.g2t)
+        decay = torch.exp(-_DECAY_SCALE * torch.sigmoid(layer.w0 + self._lora(torch.tanh(self._lora(xw, layer.w1t)), layer.w2t)))
+        iclr = torch.sigmoid(layer.a0 + self._lora(self._lora(xa, layer.a1t), layer.a2t))
+        gate = self._lora(torch.sigmoid(self._lora(xg, layer.g1t)), layer.g2t)
 
         heads = (steps, cfg.n_head, cfg.head_size)
         removal = F.normalize((k * layer.k_k).view(heads), dim=-1, p=2.0).view(steps, -1)
@@ -213,7 +280,7 @@ class CpuBackend:
             v_first = v
         else:
             assert layer.v0 is not None and layer.v1t is not None and layer.v2t is not None
-            mix = torch.sigmoid(layer.v0 + _lora(_lora(xv, layer.v1t), layer.v2t))
+            mix = torch.sigmoid(layer.v0 + self._lora(self._lora(xv, layer.v1t), layer.v2t))
             v = v + (v_first - v) * mix
 
         y, new_wkv = self.kernels.wkv7(wkv, r, decay, k, v, -removal, removal * iclr, self.threads)
@@ -226,5 +293,4 @@ class CpuBackend:
         hidden = torch.relu(self._linear(mixed, layer.ffn_key)).square_()
         if hidden.shape[0] == 1:
             return self.kernels.sparse_vecmat(layer.ffn_value_t, hidden[0], self.threads).unsqueeze(0)
-        weight = layer.ffn_value_t if layer.ffn_value_t.dtype == torch.float32 else layer.ffn_value_t.float()
-        return hidden @ weight
+        return hidden @ self._dense(layer.ffn_value_t)

@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.quant import QuantizedMatrix
+
+#: A matrix as the backend keeps it: in a float dtype, or block-quantized.
+Matrix = torch.Tensor | QuantizedMatrix
+
 
 @dataclass
 class CpuLayer:
@@ -21,24 +26,24 @@ class CpuLayer:
     # LoRA pairs are stored transposed, down (rank, C) and up (C, rank), so that one token's
     # LoRA is a matrix-vector product in the same row-major layout as every other weight.
     w0: torch.Tensor
-    w1t: torch.Tensor
-    w2t: torch.Tensor
+    w1t: Matrix
+    w2t: Matrix
     a0: torch.Tensor
-    a1t: torch.Tensor
-    a2t: torch.Tensor
+    a1t: Matrix
+    a2t: Matrix
     v0: torch.Tensor | None
-    v1t: torch.Tensor | None
-    v2t: torch.Tensor | None
-    g1t: torch.Tensor
-    g2t: torch.Tensor
+    v1t: Matrix | None
+    v2t: Matrix | None
+    g1t: Matrix
+    g2t: Matrix
     k_k: torch.Tensor
     k_a: torch.Tensor
     r_k: torch.Tensor  # flattened (C,)
-    receptance: torch.Tensor  # (C, C) in the weight dtype, nn.Linear layout
-    key: torch.Tensor
-    value: torch.Tensor
-    output: torch.Tensor
+    receptance: Matrix  # (C, C) in the weight dtype, nn.Linear layout
+    key: Matrix
+    value: Matrix
+    output: Matrix
     ln_x: tuple[torch.Tensor, torch.Tensor]
     ffn_mix: torch.Tensor
-    ffn_key: torch.Tensor  # (F, C)
-    ffn_value_t: torch.Tensor  # (F, C): transposed so rows picked by non-zero activations are contiguous
+    ffn_key: Matrix  # (F, C)
+    ffn_value_t: Matrix  # (F, C): transposed so rows picked by non-zero activations are contiguous

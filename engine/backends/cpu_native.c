@@ -5,7 +5,9 @@
  * bf16 matrix-vector product is slower than fp32 on CPUs without native bf16 arithmetic.
  * These kernels read bf16/fp16/fp32 weights in their stored (out, in) layout, widen them to
  * fp32 in registers, and accumulate in fp32, so bf16 weights cost half the memory traffic of
- * fp32 at fp32 accuracy of the arithmetic.
+ * fp32 at fp32 accuracy of the arithmetic. Block-quantized weights (8-bit and 4-bit, one fp16
+ * scale per QBLOCK inputs) cut the traffic to a half or a quarter of bf16's; their products
+ * run in integers against the input rounded to 16-bit fixed point per block (see quantize_x).
  *
  * Built on first use by engine/backends/cpu_native.py and called through ctypes.
  * Every function takes its thread count explicitly; see parallel_for for why it is not OpenMP.
@@ -20,9 +22,34 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define RWKV_AVX2 1
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define RWKV_AVX512 1
+#endif
 #endif
 
-enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
+enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2, DT_Q8 = 3, DT_Q4 = 4 };
+static inline int is_quantized(int dtype) { return dtype == DT_Q8 || dtype == DT_Q4; }
+
+/*
+ * A block-quantized matrix (dtype DT_Q8 or DT_Q4), described by the caller:
+ *   weight[r][c] = scale * d[r][c / QBLOCK] * (q[r][c] - offset)
+ * DT_Q8: q int8, offset 0. DT_Q4: q one nibble, offset 8; byte k of a block's 16 holds element
+ * k in its low and element k + 16 in its high nibble, so both halves unpack in column order.
+ * d is fp16 relative to the matrix's fp32 scale, which keeps every block scale in fp16's
+ * normal range whatever the weights' magnitude. Rows are zero-padded to stride columns.
+ */
+#define QBLOCK 32
+#ifndef QAHEAD
+#define QAHEAD 4 /* rows ahead the quantized products prefetch */
+#endif
+typedef struct {
+    const void *q;
+    const uint16_t *d;     /* [rows][stride / QBLOCK] */
+    float scale;
+    int64_t stride;        /* columns per row incl. padding, a multiple of QBLOCK */
+} qmat_t;
+
+static inline int64_t qrow_bytes(int dtype, int64_t stride) { return dtype == DT_Q4 ? stride / 2 : stride; }
 
 /*
  * A caller-runs thread pool.
@@ -178,6 +205,504 @@ static inline __m256 load8(const void *w, int dtype, int64_t i) {
 }
 #endif
 
+/*
+ * The input of a quantized product, rounded to 16-bit fixed point per block of QBLOCK:
+ * v = round(x / s) with s = max|x| / 32767 over the block, so each entry is off by at most
+ * 2^-16 of its block's largest one (bf16 weights alone are off by 2^-9 of themselves). It lets
+ * the weights meet the input in integer multiply-adds (vpmaddwd) instead of being widened to
+ * fp32 one by one, which for 4-bit weights would cost more instructions than the memory
+ * system leaves time for. sum[b] (the block's sum of v) serves the 4-bit offset.
+ */
+typedef struct {
+    int16_t *v;   /* [nb * QBLOCK], zero-padded */
+    float *s;     /* [nb] */
+    float *sum;   /* [nb] */
+    int64_t nb;
+} qx_t;
+
+/* Floats of scratch an input of cols entries needs, whichever form a product wants it in. */
+#define SPLIT_FLOATS(cols) ((cols) + 2 * QBLOCK)
+
+static qx_t quantize_x(const float *x, int64_t cols, float *room) {
+    qx_t qx;
+    qx.nb = (cols + QBLOCK - 1) / QBLOCK;
+    qx.v = (int16_t *)room;
+    qx.s = room + qx.nb * QBLOCK / 2;
+    qx.sum = qx.s + qx.nb;
+    for (int64_t b = 0; b < qx.nb; b++) {
+        const int64_t c0 = b * QBLOCK, n = cols - c0 < QBLOCK ? cols - c0 : QBLOCK;
+        float m = 0.0f;
+        for (int64_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[c0 + i]));
+        const float inv = m > 0.0f ? 32767.0f / m : 0.0f;
+        int32_t sum = 0;
+        for (int64_t i = 0; i < QBLOCK; i++) {
+            int32_t q = 0;
+            if (i < n) {
+                float t = x[c0 + i] * inv;
+                t = t > 32767.0f ? 32767.0f : (t < -32767.0f ? -32767.0f : t);
+                q = (int32_t)lrintf(t);
+            }
+            qx.v[c0 + i] = (int16_t)q;
+            sum += q;
+        }
+        qx.s[b] = m / 32767.0f;
+        qx.sum[b] = (float)sum;
+    }
+    return qx;
+}
+
+static inline float half_to_float(uint16_t h) {
+#ifdef RWKV_AVX2
+    return _cvtsh_ss(h);
+#else
+    return f16_to_f32(h);
+#endif
+}
+
+/* One row's product with a quantized input, scalar: the reference the vector paths follow. */
+static float qdot_row_scalar(const qmat_t *m, int dtype, const qx_t *x, int64_t row) {
+    const int64_t nb = m->stride / QBLOCK;
+    const uint16_t *d = m->d + row * nb;
+    float acc = 0.0f;
+    if (dtype == DT_Q8) {
+        const int8_t *q = (const int8_t *)m->q + row * m->stride;
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t dot = 0;
+            for (int i = 0; i < QBLOCK; i++) dot += (int32_t)q[b * QBLOCK + i] * x->v[b * QBLOCK + i];
+            acc += half_to_float(d[b]) * x->s[b] * (float)dot;
+        }
+    } else {
+        const uint8_t *q = (const uint8_t *)m->q + row * (m->stride / 2);
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t dot = 0;
+            for (int i = 0; i < QBLOCK / 2; i++) {
+                const uint8_t byte = q[b * QBLOCK / 2 + i];
+                dot += (int32_t)(byte & 15) * x->v[b * QBLOCK + i];
+                dot += (int32_t)(byte >> 4) * x->v[b * QBLOCK + QBLOCK / 2 + i];
+            }
+            acc += half_to_float(d[b]) * x->s[b] * ((float)dot - 8.0f * x->sum[b]);
+        }
+    }
+    return acc * m->scale;
+}
+
+/*
+ * Per row, the combined scale d[b] * s[b] of a run of up to 16 blocks, and (4-bit) the sum of
+ * those scales times the input's block sums, which carries the offset of 8.
+ */
+static inline void block_scales(const uint16_t *d, const qx_t *x, int64_t b0, int64_t count, float *comb,
+                                float *offset_sum) {
+    int64_t k = 0;
+#ifdef RWKV_AVX2
+    if (count == 16) {
+        __m256 c0 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(d + b0))),
+                                  _mm256_loadu_ps(x->s + b0));
+        __m256 c1 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(d + b0 + 8))),
+                                  _mm256_loadu_ps(x->s + b0 + 8));
+        _mm256_storeu_ps(comb, c0);
+        _mm256_storeu_ps(comb + 8, c1);
+        __m256 o = _mm256_add_ps(_mm256_mul_ps(c0, _mm256_loadu_ps(x->sum + b0)),
+                                 _mm256_mul_ps(c1, _mm256_loadu_ps(x->sum + b0 + 8)));
+        *offset_sum += hsum256(o);
+        k = 16;
+    }
+#endif
+    for (; k < count; k++) {
+        comb[k] = half_to_float(d[b0 + k]) * x->s[b0 + k];
+        *offset_sum += comb[k] * x->sum[b0 + k];
+    }
+}
+
+/* ROWS consecutive rows of a quantized matrix times a quantized input. */
+static void qmatvec_rows(const qmat_t *m, int dtype, const qx_t *x, float *y, int64_t row0) {
+    const int64_t nb = m->stride / QBLOCK, row_bytes = qrow_bytes(dtype, m->stride);
+    float comb[4][16], offset[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const uint8_t *q[4];
+    for (int r = 0; r < 4; r++) q[r] = (const uint8_t *)m->q + (row0 + r) * row_bytes;
+#if defined(RWKV_AVX512)
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int64_t count = nb - b0 < 16 ? nb - b0 : 16;
+        for (int r = 0; r < 4; r++) block_scales(m->d + (row0 + r) * nb, x, b0, count, comb[r], &offset[r]);
+        if (dtype == DT_Q8) {
+            for (int64_t k = 0; k < count; k++) {
+                const int64_t b = b0 + k;
+                const __m512i xv = _mm512_loadu_si512(x->v + b * QBLOCK);
+                for (int r = 0; r < 4; r++) {
+                    _mm_prefetch((const char *)(q[r] + QAHEAD * row_bytes + b * QBLOCK), _MM_HINT_T0);
+                    const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q[r] + b * QBLOCK)));
+                    const __m512 p = _mm512_cvtepi32_ps(_mm512_madd_epi16(w, xv));
+                    acc[r] = _mm512_fmadd_ps(p, _mm512_set1_ps(comb[r][k]), acc[r]);
+                }
+            }
+        } else {
+            const __m512i low = _mm512_set1_epi16(15);
+            int64_t k = 0;
+            for (; k + 2 <= count; k += 2) { /* two blocks per 512-bit step: lanes 0-7 and 8-15 */
+                const int16_t *xa = x->v + (b0 + k) * QBLOCK, *xb = xa + QBLOCK;
+                const __m512i xlo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xa)),
+                                                       _mm256_loadu_si256((const __m256i *)xb), 1);
+                const __m512i xhi = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(xa + 16))),
+                                                       _mm256_loadu_si256((const __m256i *)(xb + 16)), 1);
+                for (int r = 0; r < 4; r++) {
+                    const uint8_t *p = q[r] + (b0 + k) * (QBLOCK / 2);
+                    _mm_prefetch((const char *)(p + QAHEAD * row_bytes), _MM_HINT_T0);
+                    const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
+                    const __m512i dot = _mm512_add_epi32(_mm512_madd_epi16(_mm512_and_si512(w, low), xlo),
+                                                         _mm512_madd_epi16(_mm512_srli_epi16(w, 4), xhi));
+                    const __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(comb[r][k]), _mm256_set1_ps(comb[r][k + 1]), 1);
+                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[r]);
+                }
+            }
+            for (; k < count; k++) {
+                const int16_t *xa = x->v + (b0 + k) * QBLOCK;
+                const __m256i xlo = _mm256_loadu_si256((const __m256i *)xa), xhi = _mm256_loadu_si256((const __m256i *)(xa + 16));
+                for (int r = 0; r < 4; r++) {
+                    const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(q[r] + (b0 + k) * (QBLOCK / 2))));
+                    const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(w, _mm256_set1_epi16(15)), xlo),
+                                                         _mm256_madd_epi16(_mm256_srli_epi16(w, 4), xhi));
+                    acc[r] = _mm512_add_ps(acc[r], _mm512_zextps256_ps512(
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(comb[r][k]))));
+                }
+            }
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        float total = _mm512_reduce_add_ps(acc[r]);
+        if (dtype == DT_Q4) total -= 8.0f * offset[r];
+        y[row0 + r] = total * m->scale;
+    }
+#elif defined(RWKV_AVX2)
+    __m256 acc[4];
+    for (int r = 0; r < 4; r++) acc[r] = _mm256_setzero_ps();
+    const __m256i low = _mm256_set1_epi16(15);
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int64_t count = nb - b0 < 16 ? nb - b0 : 16;
+        for (int r = 0; r < 4; r++) block_scales(m->d + (row0 + r) * nb, x, b0, count, comb[r], &offset[r]);
+        for (int64_t k = 0; k < count; k++) {
+            const int64_t b = b0 + k;
+            const __m256i x0 = _mm256_loadu_si256((const __m256i *)(x->v + b * QBLOCK));
+            const __m256i x1 = _mm256_loadu_si256((const __m256i *)(x->v + b * QBLOCK + 16));
+            for (int r = 0; r < 4; r++) {
+                __m256i dot;
+                if (dtype == DT_Q8) {
+                    const int8_t *p = (const int8_t *)q[r] + b * QBLOCK;
+                    _mm_prefetch((const char *)(p + QAHEAD * row_bytes), _MM_HINT_T0);
+                    dot = _mm256_add_epi32(
+                        _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), x0),
+                        _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16))), x1));
+                } else {
+                    const uint8_t *p = q[r] + b * (QBLOCK / 2);
+                    if ((b & 3) == 0) _mm_prefetch((const char *)(p + QAHEAD * row_bytes), _MM_HINT_T0);
+                    const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+                    dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_and_si256(w, low), x0),
+                                           _mm256_madd_epi16(_mm256_srli_epi16(w, 4), x1));
+                }
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(comb[r][k]), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        float total = hsum256(acc[r]);
+        if (dtype == DT_Q4) total -= 8.0f * offset[r];
+        y[row0 + r] = total * m->scale;
+    }
+#else
+    (void)comb;
+    (void)offset;
+    (void)q;
+    (void)nb;
+    for (int r = 0; r < 4; r++) y[row0 + r] = qdot_row_scalar(m, dtype, x, row0 + r);
+#endif
+}
+
+/*
+ * acc[0:cols] += sum over the given rows j of h[j] * W[j, 0:cols] for a quantized W: the sparse
+ * FFN product. Each row's block scales fold into one coefficient h[j] * scale * d[j][b].
+ */
+static void qadd_rows(const qmat_t *m, int dtype, const float *h, const int64_t *rows, int64_t count,
+                      int64_t cols, float *acc) {
+    const int64_t nb = m->stride / QBLOCK, row_bytes = qrow_bytes(dtype, m->stride);
+    const int64_t full = cols / QBLOCK; /* blocks that lie wholly inside acc */
+    (void)full;
+    const float offset = dtype == DT_Q4 ? 8.0f : 0.0f;
+    int64_t r = 0;
+#ifdef RWKV_AVX2
+    for (; r + 4 <= count; r += 4) {
+        const uint8_t *q[4];
+        const uint16_t *d[4];
+        float hs[4];
+        for (int i = 0; i < 4; i++) {
+            q[i] = (const uint8_t *)m->q + rows[r + i] * row_bytes;
+            d[i] = m->d + rows[r + i] * nb;
+            hs[i] = h[rows[r + i]] * m->scale;
+        }
+        const int64_t ahead = r + 8 <= count ? 4 : 0;
+        for (int64_t b = 0; b < full; b++) {
+            float c[4], off = 0.0f;
+            for (int i = 0; i < 4; i++) {
+                c[i] = hs[i] * half_to_float(d[i][b]);
+                off -= offset * c[i];
+            }
+            if (ahead && (b * qrow_bytes(dtype, QBLOCK)) % 64 == 0)
+                for (int i = 0; i < 4; i++)
+                    _mm_prefetch((const char *)m->q + rows[r + ahead + i] * row_bytes + b * qrow_bytes(dtype, QBLOCK), _MM_HINT_T0);
+            float *a = acc + b * QBLOCK;
+#if defined(RWKV_AVX512)
+            __m512 a0 = _mm512_loadu_ps(a), a1 = _mm512_loadu_ps(a + 16);
+            for (int i = 0; i < 4; i++) {
+                const __m512 ci = _mm512_set1_ps(c[i]);
+                __m512i w0, w1;
+                if (dtype == DT_Q8) {
+                    w0 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q[i] + b * QBLOCK)));
+                    w1 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q[i] + b * QBLOCK + 16)));
+                } else {
+                    const __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q[i] + b * (QBLOCK / 2))));
+                    w0 = _mm512_and_si512(w, _mm512_set1_epi32(15));
+                    w1 = _mm512_srli_epi32(w, 4);
+                }
+                a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w0), ci, a0);
+                a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w1), ci, a1);
+            }
+            if (dtype == DT_Q4) {
+                a0 = _mm512_add_ps(a0, _mm512_set1_ps(off));
+                a1 = _mm512_add_ps(a1, _mm512_set1_ps(off));
+            }
+            _mm512_storeu_ps(a, a0);
+            _mm512_storeu_ps(a + 16, a1);
+#else
+            __m256 a0 = _mm256_loadu_ps(a), a1 = _mm256_loadu_ps(a + 8);
+            __m256 a2 = _mm256_loadu_ps(a + 16), a3 = _mm256_loadu_ps(a + 24);
+            for (int i = 0; i < 4; i++) {
+                const __m256 ci = _mm256_set1_ps(c[i]);
+                __m256i w0, w1, w2, w3;
+                if (dtype == DT_Q8) {
+                    const int8_t *p = (const int8_t *)q[i] + b * QBLOCK;
+                    w0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
+                    w1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+                    w2 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16)));
+                    w3 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 24)));
+                } else {
+                    const uint8_t *p = q[i] + b * (QBLOCK / 2);
+                    const __m256i lo8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+                    const __m256i hi8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+                    const __m256i nib = _mm256_set1_epi32(15);
+                    w0 = _mm256_and_si256(lo8, nib);
+                    w1 = _mm256_and_si256(hi8, nib);
+                    w2 = _mm256_srli_epi32(lo8, 4);
+                    w3 = _mm256_srli_epi32(hi8, 4);
+                }
+                a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(w0), ci, a0);
+                a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(w1), ci, a1);
+                a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(w2), ci, a2);
+                a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(w3), ci, a3);
+            }
+            if (dtype == DT_Q4) {
+                const __m256 o = _mm256_set1_ps(off);
+                a0 = _mm256_add_ps(a0, o);
+                a1 = _mm256_add_ps(a1, o);
+                a2 = _mm256_add_ps(a2, o);
+                a3 = _mm256_add_ps(a3, o);
+            }
+            _mm256_storeu_ps(a, a0);
+            _mm256_storeu_ps(a + 8, a1);
+            _mm256_storeu_ps(a + 16, a2);
+            _mm256_storeu_ps(a + 24, a3);
+#endif
+        }
+        for (int i = 0; i < 4; i++) /* the partial last block, if any */
+            for (int64_t col = full * QBLOCK; col < cols; col++) {
+                const float w = dtype == DT_Q8 ? (float)((const int8_t *)q[i])[col]
+                                               : (float)((q[i][(col / QBLOCK) * (QBLOCK / 2) + col % (QBLOCK / 2)] >> (col % QBLOCK >= QBLOCK / 2 ? 4 : 0)) & 15);
+                acc[col] += hs[i] * half_to_float(d[i][col / QBLOCK]) * (w - offset);
+            }
+    }
+#endif
+    for (; r < count; r++) {
+        const uint8_t *q = (const uint8_t *)m->q + rows[r] * row_bytes;
+        const uint16_t *d = m->d + rows[r] * nb;
+        const float hj = h[rows[r]] * m->scale;
+        for (int64_t col = 0; col < cols; col++) {
+            const float w = dtype == DT_Q8 ? (float)((const int8_t *)q)[col]
+                                           : (float)((q[(col / QBLOCK) * (QBLOCK / 2) + col % (QBLOCK / 2)] >> (col % QBLOCK >= QBLOCK / 2 ? 4 : 0)) & 15);
+            acc[col] += hj * half_to_float(d[col / QBLOCK]) * (w - offset);
+        }
+    }
+}
+
+/* One row of a quantized matrix as fp32 (the embedding of a token; prefill's dequantization):
+ * scale * d * level, in the reference's order of rounding. Loops per block vectorise. */
+static void qdequant_row(const qmat_t *m, int dtype, int64_t row, float *out, int64_t cols) {
+    const int64_t nb = m->stride / QBLOCK;
+    const uint16_t *d = m->d + row * nb;
+    for (int64_t b = 0; b < nb && b * QBLOCK < cols; b++) {
+        const float s = half_to_float(d[b]) * m->scale;
+        float *o = out + b * QBLOCK;
+        const int64_t n = cols - b * QBLOCK < QBLOCK ? cols - b * QBLOCK : QBLOCK;
+#ifdef RWKV_AVX2
+        if (n == QBLOCK) { /* whole blocks: the compiler's own vectorisation was 4x slower */
+            const __m256 sv = _mm256_set1_ps(s);
+            if (dtype == DT_Q8) {
+                const int8_t *q = (const int8_t *)m->q + row * m->stride + b * QBLOCK;
+                for (int i = 0; i < QBLOCK; i += 8)
+                    _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)))), sv));
+            } else {
+                const uint8_t *q = (const uint8_t *)m->q + row * (m->stride / 2) + b * (QBLOCK / 2);
+                const __m256i eight = _mm256_set1_epi32(8), nib = _mm256_set1_epi32(15);
+                for (int i = 0; i < QBLOCK / 2; i += 8) {
+                    const __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
+                    _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(
+                        _mm256_sub_epi32(_mm256_and_si256(w, nib), eight)), sv));
+                    _mm256_storeu_ps(o + QBLOCK / 2 + i, _mm256_mul_ps(_mm256_cvtepi32_ps(
+                        _mm256_sub_epi32(_mm256_srli_epi32(w, 4), eight)), sv));
+                }
+            }
+            continue;
+        }
+#endif
+        if (dtype == DT_Q8) {
+            const int8_t *q = (const int8_t *)m->q + row * m->stride + b * QBLOCK;
+            if (n == QBLOCK) {
+                for (int i = 0; i < QBLOCK; i++) o[i] = (float)q[i] * s;
+            } else {
+                for (int64_t i = 0; i < n; i++) o[i] = (float)q[i] * s;
+            }
+        } else {
+            const uint8_t *q = (const uint8_t *)m->q + row * (m->stride / 2) + b * (QBLOCK / 2);
+            float level[QBLOCK];
+            for (int i = 0; i < QBLOCK / 2; i++) {
+                level[i] = (float)((int)(q[i] & 15) - 8);
+                level[i + QBLOCK / 2] = (float)((int)(q[i] >> 4) - 8);
+            }
+            for (int64_t i = 0; i < n; i++) o[i] = level[i] * s;
+        }
+    }
+}
+
+/* fp32 → fp16, rounding to nearest even (subnormals included), as torch's .half() does. */
+static inline uint16_t float_to_half(float f) {
+#ifdef RWKV_AVX2
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#else
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    u &= 0x7fffffffu;
+    if (u >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (u > 0x7f800000u ? 0x200u : 0));
+    if (u >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to infinity */
+    if (u < 0x38800000u) { /* subnormal or zero in fp16 */
+        float a;
+        memcpy(&a, &u, 4);
+        return (uint16_t)(sign | (uint32_t)lrintf(a * 16777216.0f)); /* a / 2^-24, rounded to even */
+    }
+    const uint32_t mant = u & 0x1fffu, base = (u >> 13) - (112u << 10);
+    const uint32_t round = mant > 0x1000u || (mant == 0x1000u && (base & 1u));
+    return (uint16_t)(sign | (base + round));
+#endif
+}
+
+typedef struct {
+    const void *src;
+    int src_dtype, dtype;
+    int64_t cols, stride;
+    float *block_scale; /* [rows][nb]: pass 1 writes, pass 2 reads */
+    float scale;
+    void *q;
+    uint16_t *d;
+} quantize_args;
+
+static void block_scale_range(const void *ctx, int64_t begin, int64_t end) {
+    const quantize_args *a = ctx;
+    const int64_t nb = a->stride / QBLOCK;
+    for (int64_t r = begin; r < end; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            float peak = 0.0f, mag = 0.0f;
+            for (int64_t c = b * QBLOCK; c < (b + 1) * QBLOCK && c < a->cols; c++) {
+                const float w = load_weight(a->src, a->src_dtype, r * a->cols + c);
+                if (fabsf(w) > mag || w != w) { /* first of the largest magnitude; NaN wins */
+                    mag = w != w ? w : fabsf(w);
+                    peak = w;
+                }
+            }
+            a->block_scale[r * nb + b] = a->dtype == DT_Q8 ? mag / 127.0f : peak / -8.0f;
+        }
+}
+
+static void quantize_range(const void *ctx, int64_t begin, int64_t end) {
+    const quantize_args *a = ctx;
+    const int64_t nb = a->stride / QBLOCK;
+    for (int64_t r = begin; r < end; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const uint16_t d = float_to_half(a->block_scale[r * nb + b] / a->scale);
+            a->d[r * nb + b] = d;
+            const float effective = half_to_float(d) * a->scale;
+            const float inverse = effective != 0.0f ? 1.0f / effective : 0.0f;
+            int32_t level[QBLOCK];
+            for (int64_t i = 0; i < QBLOCK; i++) {
+                const int64_t c = b * QBLOCK + i;
+                const float w = c < a->cols ? load_weight(a->src, a->src_dtype, r * a->cols + c) : 0.0f;
+                float t = nearbyintf(w * inverse);
+                if (a->dtype == DT_Q8) {
+                    t = t < -127.0f ? -127.0f : (t > 127.0f ? 127.0f : t);
+                } else {
+                    t += 8.0f;
+                    t = t < 0.0f ? 0.0f : (t > 15.0f ? 15.0f : t);
+                }
+                level[i] = (int32_t)t;
+            }
+            if (a->dtype == DT_Q8) {
+                int8_t *q = (int8_t *)a->q + r * a->stride + b * QBLOCK;
+                for (int i = 0; i < QBLOCK; i++) q[i] = (int8_t)level[i];
+            } else {
+                uint8_t *q = (uint8_t *)a->q + r * (a->stride / 2) + b * (QBLOCK / 2);
+                for (int i = 0; i < QBLOCK / 2; i++) q[i] = (uint8_t)(level[i] | (level[i + QBLOCK / 2] << 4));
+            }
+        }
+}
+
+/*
+ * Quantize src[rows][cols] (fp32/bf16/fp16) into q and d (the layout of qmat_t), exactly as the
+ * reference in engine/quant.py does. block_scale: rows * stride / QBLOCK floats of scratch.
+ * Returns the matrix scale (0 when every weight is zero: the caller stores 1), or NaN/inf when
+ * a weight is not finite.
+ */
+float rwkv_quantize(const void *src, int src_dtype, int dtype, int64_t rows, int64_t cols, int64_t stride,
+                    void *q, uint16_t *d, float *block_scale, int nthreads) {
+    quantize_args args = {src, src_dtype, dtype, cols, stride, block_scale, 0.0f, q, d};
+    parallel_for(block_scale_range, &args, rows, 16, nthreads);
+    float scale = 0.0f;
+    const int64_t n = rows * (stride / QBLOCK);
+    for (int64_t i = 0; i < n; i++) {
+        const float s = fabsf(block_scale[i]);
+        if (s != s) return s; /* a NaN weight */
+        if (s > scale) scale = s;
+    }
+    if (!isfinite(scale)) return scale;
+    args.scale = scale > 0.0f ? scale : 1.0f;
+    parallel_for(quantize_range, &args, rows, 16, nthreads);
+    return scale;
+}
+
+typedef struct {
+    const qmat_t *m;
+    int dtype;
+    float *out;
+    int64_t cols;
+} dequant_args;
+
+static void dequant_range(const void *ctx, int64_t begin, int64_t end) {
+    const dequant_args *a = ctx;
+    for (int64_t r = begin; r < end; r++) qdequant_row(a->m, a->dtype, r, a->out + r * a->cols, a->cols);
+}
+
+/* out[rows][cols] = the fp32 values of a quantized matrix (prefill multiplies them by many tokens). */
+void rwkv_dequantize(const qmat_t *m, int dtype, float *out, int64_t rows, int64_t cols, int nthreads) {
+    dequant_args args = {m, dtype, out, cols};
+    parallel_for(dequant_range, &args, rows, 64, nthreads);
+}
+
 #define ROWS 4
 
 /* One block of ROWS output rows of y = W x, W stored (rows, cols) row-major. */
@@ -230,9 +755,10 @@ static void matvec_block(const void *w, int dtype, const float *x, const float *
 }
 
 typedef struct {
-    const void *w;
+    const void *w;        /* the weights, or for a quantized dtype its qmat_t */
     int dtype;
     const float *x, *x_even, *x_odd;
+    qx_t qx;              /* x rounded for a quantized product */
     float *y;
     int64_t rows, cols;
     int64_t chunk_blocks, first_chunk;
@@ -255,8 +781,17 @@ static void mv_job_range(const void *ctx, int64_t begin, int64_t end) {
         for (int64_t b = b0; b < b1; b++) {
             const int64_t row0 = b * ROWS;
             const int64_t n = task->rows - row0 < ROWS ? task->rows - row0 : ROWS;
-            matvec_block(task->w, task->dtype, task->x, task->x_even, task->x_odd, task->y, row0, n,
-                         task->cols);
+            if (is_quantized(task->dtype)) {
+                if (n == ROWS) {
+                    qmatvec_rows(task->w, task->dtype, &task->qx, task->y, row0);
+                } else {
+                    for (int64_t r = row0; r < row0 + n; r++)
+                        task->y[r] = qdot_row_scalar(task->w, task->dtype, &task->qx, r);
+                }
+            } else {
+                matvec_block(task->w, task->dtype, task->x, task->x_even, task->x_odd, task->y, row0, n,
+                             task->cols);
+            }
         }
     }
 }
@@ -267,9 +802,10 @@ static void run_matvecs(mv_task *tasks, int count, int nthreads) {
     int64_t chunks = 0;
     for (int i = 0; i < count; i++) {
         mv_task *task = &tasks[i];
-        const int64_t elem = task->dtype == DT_F32 ? 4 : 2;
+        int64_t row_bytes = task->cols * (task->dtype == DT_F32 ? 4 : 2);
+        if (is_quantized(task->dtype)) row_bytes = qrow_bytes(task->dtype, ((const qmat_t *)task->w)->stride);
         const int64_t blocks = (task->rows + ROWS - 1) / ROWS;
-        int64_t per_chunk = 131072 / (task->cols * elem) / ROWS;
+        int64_t per_chunk = 131072 / row_bytes / ROWS;
         task->chunk_blocks = per_chunk < 1 ? 1 : per_chunk;
         task->first_chunk = chunks;
         chunks += (blocks + task->chunk_blocks - 1) / task->chunk_blocks;
@@ -278,11 +814,17 @@ static void run_matvecs(mv_task *tasks, int count, int nthreads) {
     parallel_for(mv_job_range, &job, chunks, 1, nthreads);
 }
 
-/* A product task; for bf16 weights with a vectorised width, x is split into even/odd lanes. */
+/*
+ * A product task. x is prepared once here for every row: split into even/odd lanes for bf16
+ * weights with a vectorised width, rounded to fixed point for quantized ones.
+ * split: SPLIT_FLOATS(cols) floats.
+ */
 static mv_task make_task(const void *w, int dtype, const float *x, float *split, float *y,
                          int64_t rows, int64_t cols) {
-    mv_task task = {w, dtype, x, x, x, y, rows, cols, 0, 0};
-    if (dtype == DT_BF16 && cols % 16 == 0) {
+    mv_task task = {w, dtype, x, x, x, {NULL, NULL, NULL, 0}, y, rows, cols, 0, 0};
+    if (is_quantized(dtype)) {
+        task.qx = quantize_x(x, cols, split);
+    } else if (dtype == DT_BF16 && cols % 16 == 0) {
         for (int64_t i = 0; i < cols / 2; i++) {
             split[i] = x[2 * i];
             split[cols / 2 + i] = x[2 * i + 1];
@@ -293,7 +835,8 @@ static mv_task make_task(const void *w, int dtype, const float *x, float *split,
     return task;
 }
 
-/* y[rows] = W[rows, cols] · x[cols]; split: room for cols floats (bf16 widens x de-interleaved). */
+/* y[rows] = W[rows, cols] · x[cols]; split: SPLIT_FLOATS(cols) floats of room to prepare x in.
+ * For a quantized dtype, w is a qmat_t. */
 void rwkv_matvec(const void *w, int dtype, const float *x, float *split, float *y, int64_t rows,
                  int64_t cols, int nthreads) {
     mv_task task = make_task(w, dtype, x, split, y, rows, cols);
@@ -323,6 +866,10 @@ typedef struct {
 /* acc[0:n] += sum over the given rows of h[row] * Wt[row, 0:n] */
 static void add_rows(const void *wt, int dtype, const float *h, const int64_t *rows, int64_t count,
                      int64_t cols, float *acc) {
+    if (is_quantized(dtype)) {
+        qadd_rows(wt, dtype, h, rows, count, cols, acc);
+        return;
+    }
     int64_t r = 0;
 #ifdef RWKV_AVX2
     if (cols % 8 == 0) {
@@ -386,7 +933,8 @@ static void sparse_vecmat(const void *wt, int dtype, const float *h, const int64
         for (int64_t i = 0; i < cols; i++) y[i] += partials[c * cols + i];
 }
 
-/* scratch: int64[inner] for the index, then float[SPARSE_CHUNKS * cols] of partial sums. */
+/* scratch: int64[inner] for the index, then float[SPARSE_CHUNKS * cols] of partial sums.
+ * For a quantized dtype, wt is a qmat_t. */
 void rwkv_sparse_vecmat(const void *wt, int dtype, const float *h, float *y, int64_t inner,
                         int64_t cols, int64_t *scratch, int nthreads) {
     int64_t nnz = 0;
@@ -477,8 +1025,9 @@ typedef struct {
 
 typedef struct {
     int64_t n_layer, C, H, N, F, vocab, dw, da, dv, dg;
-    int dtype;                             /* of emb, head and the (C, C) / (F, C) matrices */
+    int dtype;                             /* of head and the (C, C) / (F, C) matrices */
     int lora_dtype;
+    int emb_dtype;                         /* quantized weights are qmat_t descriptors */
     const void *emb;                       /* (vocab, C) */
     const float *ln0_w, *ln0_b, *ln_out_w, *ln_out_b;
     const void *head;                      /* (vocab, C) */
@@ -499,7 +1048,9 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* Floats of scratch rwkv_decode needs (its int64 index included). */
 int64_t rwkv_decode_scratch_floats(const decode_model_t *m) {
     const int64_t C = m->C;
-    return 40 * C + 2 * (m->dw + m->da + m->dv + m->dg) + 4 * m->F + sparse_partial_floats(C) + 64;
+    const int64_t ranks = m->dw + m->da + m->dv + m->dg;
+    return 19 * C + 7 * SPLIT_FLOATS(C) + 2 * ranks + 4 * SPLIT_FLOATS(0) + 4 * m->F +
+           sparse_partial_floats(C) + 64;
 }
 
 #define DECAY_SCALE 0.6065306597126334f /* exp(-0.5) */
@@ -512,20 +1063,26 @@ void rwkv_decode(const decode_model_t *m, int64_t token, const float *att_in, co
                  const float *ffn_in, float *att_out, float *wkv_out, float *ffn_out, float *logits,
                  float *scratch, int nthreads) {
     const int64_t C = m->C, H = m->H, N = m->N, F = m->F;
+    const int64_t S = SPLIT_FLOATS(C), ranks = m->dw + m->da + m->dv + m->dg;
     float *x = scratch, *xn = x + C, *mixed = xn + C, *split = mixed + 6 * C;
-    float *r = split + 6 * C, *k = r + C, *v = k + C, *uw = v + C, *ua = uw + C, *uv = ua + C;
+    float *r = split + 7 * S, *k = r + C, *v = k + C, *uw = v + C, *ua = uw + C, *uv = ua + C;
     float *ug = uv + C, *kk = ug + C, *v_first = kk + C, *y = v_first + C, *out = y + C;
-    float *down = out + C, *down_split = down + (m->dw + m->da + m->dv + m->dg);
-    float *hidden = down_split + (m->dw + m->da + m->dv + m->dg);
-    int64_t *index = (int64_t *)(hidden + F + (F & 1));
+    float *down = out + C, *down_split = down + ranks;
+    float *hidden = down_split + ranks + 4 * SPLIT_FLOATS(0);
+    int64_t *index = (int64_t *)(hidden + F + ((hidden - scratch + F) & 1));
     float *partials = (float *)(index + F);
     float *dw = down, *da = dw + m->dw, *dv = da + m->da, *dg = dv + m->dv;
-    float *dw_s = down_split, *da_s = dw_s + m->dw, *dv_s = da_s + m->da, *dg_s = dv_s + m->dv;
+    float *dw_s = down_split, *da_s = dw_s + SPLIT_FLOATS(m->dw), *dv_s = da_s + SPLIT_FLOATS(m->da);
+    float *dg_s = dv_s + SPLIT_FLOATS(m->dv);
     float *xr = mixed, *xw = mixed + C, *xk = mixed + 2 * C, *xv = mixed + 3 * C;
     float *xa = mixed + 4 * C, *xg = mixed + 5 * C;
     mv_task tasks[8];
 
-    for (int64_t i = 0; i < C; i++) x[i] = load_weight(m->emb, m->dtype, token * C + i);
+    if (is_quantized(m->emb_dtype)) {
+        qdequant_row(m->emb, m->emb_dtype, token, x, C);
+    } else {
+        for (int64_t i = 0; i < C; i++) x[i] = load_weight(m->emb, m->emb_dtype, token * C + i);
+    }
     layer_norm(x, m->ln0_w, m->ln0_b, x, C, 1e-5f);
 
     for (int64_t l = 0; l < m->n_layer; l++) {
@@ -540,13 +1097,13 @@ void rwkv_decode(const decode_model_t *m, int64_t token, const float *att_in, co
         memcpy(att_out + l * C, xn, (size_t)C * sizeof(float));
         int n = 0;
         tasks[n++] = make_task(L->receptance, m->dtype, xr, split, r, C, C);
-        tasks[n++] = make_task(L->key, m->dtype, xk, split + 2 * C, k, C, C);
-        tasks[n++] = make_task(L->value, m->dtype, xv, split + 3 * C, v, C, C);
-        tasks[n++] = make_task(L->w1t, m->lora_dtype, xw, split + C, dw, m->dw, C);
-        tasks[n++] = make_task(L->a1t, m->lora_dtype, xa, split + 4 * C, da, m->da, C);
-        tasks[n++] = make_task(L->g1t, m->lora_dtype, xg, split + 5 * C, dg, m->dg, C);
-        if (residual) /* same input as the value matrix, so the same split buffer */
-            tasks[n++] = make_task(L->v1t, m->lora_dtype, xv, split + 3 * C, dv, m->dv, C);
+        tasks[n++] = make_task(L->key, m->dtype, xk, split + 2 * S, k, C, C);
+        tasks[n++] = make_task(L->value, m->dtype, xv, split + 3 * S, v, C, C);
+        tasks[n++] = make_task(L->w1t, m->lora_dtype, xw, split + S, dw, m->dw, C);
+        tasks[n++] = make_task(L->a1t, m->lora_dtype, xa, split + 4 * S, da, m->da, C);
+        tasks[n++] = make_task(L->g1t, m->lora_dtype, xg, split + 5 * S, dg, m->dg, C);
+        if (residual)
+            tasks[n++] = make_task(L->v1t, m->lora_dtype, xv, split + 6 * S, dv, m->dv, C);
         run_matvecs(tasks, n, nthreads);
 
         for (int64_t i = 0; i < m->dw; i++) dw[i] = tanhf(dw[i]);
@@ -655,4 +1212,4 @@ void rwkv_layer_change(const float *cur, const float *prev, int64_t layers, int6
 }
 
 /* Version tag checked by the loader so a stale cached library is never used. */
-int rwkv_native_abi(void) { return 8; }
+int rwkv_native_abi(void) { return 9; }

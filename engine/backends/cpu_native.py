@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -21,16 +22,45 @@ from typing import Protocol, Sequence
 
 import torch
 
-from engine.backends.cpu_layer import CpuLayer
+from engine.backends.cpu_layer import CpuLayer, Matrix
 from engine.checkpoint import ModelConfig
+from engine.errors import EngineError
 from engine.paths import cache_dir
+from engine.quant import GROUP, QuantizedMatrix
 from engine.state import State
 
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("cpu_native.c")
-_ABI = 8
-_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_ABI = 9
+_DTYPE_CODES: dict[object, int] = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, "int8": 3, "q4": 4}
+#: Extra floats of room the kernels need to prepare a product's input (SPLIT_FLOATS in C).
+_SPLIT_EXTRA = 2 * GROUP
+
+
+class _QMat(ctypes.Structure):
+    """qmat_t in cpu_native.c: where a quantized matrix's levels and block scales are."""
+
+    _fields_ = [("q", ctypes.c_void_p), ("d", ctypes.c_void_p), ("scale", ctypes.c_float), ("stride", ctypes.c_int64)]
+
+
+def _dtype_code(weight: Matrix) -> int:
+    return _DTYPE_CODES[weight.format if isinstance(weight, QuantizedMatrix) else weight.dtype]
+
+
+def _pointer(weight: Matrix) -> tuple[int, object]:
+    """What a kernel's weight argument points at, and the object that must outlive the call."""
+    if isinstance(weight, QuantizedMatrix):
+        descriptor = _describe(weight)
+        return ctypes.addressof(descriptor), descriptor
+    return weight.data_ptr(), weight
+
+
+def _describe(weight: QuantizedMatrix) -> _QMat:
+    """The C descriptor of a quantized matrix; the caller keeps ``weight`` alive while it is used."""
+    if not (weight.q.is_contiguous() and weight.d.is_contiguous()):
+        raise ValueError("quantized matrices must be contiguous")
+    return _QMat(weight.q.data_ptr(), weight.d.data_ptr(), weight.scale, weight.stride)
 _DISABLE_ENV = "RWKV_TUI_NATIVE"
 
 
@@ -39,19 +69,31 @@ class TorchKernels:
 
     name = "torch"
 
-    def matvec(self, weight: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
-        """``weight @ x`` for a (rows, cols) weight of any float dtype; fp32 result.
+    def matvec(self, weight: Matrix, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
+        """``weight @ x`` for a (rows, cols) weight of any float dtype or quantized; fp32 result.
 
         Half-precision weights are widened rather than ``x`` narrowed: torch's bf16 GEMV rounds
         its input and output to bf16, and on CPUs with AMX that compounded to 7 % of the logits'
         std over four layers (the native kernel and the prefill path both accumulate in fp32).
         """
-        return torch.mv(weight if weight.dtype == torch.float32 else weight.float(), x)
+        return torch.mv(self.dequantize(weight, threads), x)
 
-    def sparse_vecmat(self, weight_t: torch.Tensor, h: torch.Tensor, threads: int = 1) -> torch.Tensor:
+    def sparse_vecmat(self, weight_t: Matrix, h: torch.Tensor, threads: int = 1) -> torch.Tensor:
         """``h @ weight_t`` for a (inner, cols) weight; fp32 result."""
         nonzero = torch.nonzero(h).squeeze(1)
+        if isinstance(weight_t, QuantizedMatrix):
+            return h[nonzero] @ weight_t.rows(nonzero)
         return h[nonzero] @ weight_t[nonzero].float()
+
+    def dequantize(self, weight: Matrix, threads: int = 1) -> torch.Tensor:
+        """A weight as fp32 (quantized or of a narrower float dtype)."""
+        if isinstance(weight, QuantizedMatrix):
+            return weight.dequantize()
+        return weight if weight.dtype == torch.float32 else weight.float()
+
+    def quantize(self, weight: torch.Tensor, format: str, threads: int = 1) -> QuantizedMatrix:
+        """A float matrix in a block-quantized format (engine/quant.py)."""
+        return QuantizedMatrix.quantize(weight, format)
 
     def wkv7(
         self,
@@ -99,27 +141,62 @@ class NativeKernels(TorchKernels):
         library.rwkv_decode.restype = None
         library.rwkv_layer_change.argtypes = [ptr, ptr, i64, i64, ptr, ptr]
         library.rwkv_layer_change.restype = None
+        library.rwkv_dequantize.argtypes = [ptr, c_int, ptr, i64, i64, c_int]
+        library.rwkv_dequantize.restype = None
+        library.rwkv_quantize.argtypes = [ptr, c_int, c_int, i64, i64, i64, ptr, ptr, ptr, c_int]
+        library.rwkv_quantize.restype = ctypes.c_float
 
-    def matvec(self, weight: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
+    def matvec(self, weight: Matrix, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
         rows, cols = weight.shape
         x = x.contiguous()
         out = torch.empty(rows, dtype=torch.float32)
-        split = torch.empty(cols, dtype=torch.float32)
+        split = torch.empty(cols + _SPLIT_EXTRA, dtype=torch.float32)
+        address, _alive = _pointer(weight)
         self._lib.rwkv_matvec(
-            weight.data_ptr(), _DTYPE_CODES[weight.dtype], x.data_ptr(), split.data_ptr(),
+            address, _dtype_code(weight), x.data_ptr(), split.data_ptr(),
             out.data_ptr(), rows, cols, threads,
         )
         return out
 
-    def sparse_vecmat(self, weight_t: torch.Tensor, h: torch.Tensor, threads: int = 1) -> torch.Tensor:
+    def sparse_vecmat(self, weight_t: Matrix, h: torch.Tensor, threads: int = 1) -> torch.Tensor:
         inner, cols = weight_t.shape
         h = h.contiguous()
         out = torch.empty(cols, dtype=torch.float32)
         scratch = torch.empty(self._lib.rwkv_sparse_scratch_bytes(inner, cols), dtype=torch.uint8)
+        address, _alive = _pointer(weight_t)
         self._lib.rwkv_sparse_vecmat(
-            weight_t.data_ptr(), _DTYPE_CODES[weight_t.dtype], h.data_ptr(), out.data_ptr(),
+            address, _dtype_code(weight_t), h.data_ptr(), out.data_ptr(),
             inner, cols, scratch.data_ptr(), threads,
         )
+        return out
+
+    def quantize(self, weight: torch.Tensor, format: str, threads: int = 1) -> QuantizedMatrix:
+        """The reference's result (tested bit for bit), in native loops: seconds, not minutes,
+        for a 1.5B model."""
+        if weight.dim() != 2 or weight.dtype not in _DTYPE_CODES or format not in ("int8", "q4"):
+            return super().quantize(weight, format, threads)
+        source = weight.detach().contiguous()
+        rows, cols = source.shape
+        stride = -(-cols // GROUP) * GROUP
+        q = torch.empty(rows, stride if format == "int8" else stride // 2,
+                        dtype=torch.int8 if format == "int8" else torch.uint8)
+        d = torch.empty(rows, stride // GROUP, dtype=torch.float16)
+        block_scale = torch.empty(rows, stride // GROUP, dtype=torch.float32)
+        scale = self._lib.rwkv_quantize(
+            source.data_ptr(), _DTYPE_CODES[source.dtype], _DTYPE_CODES[format], rows, cols, stride,
+            q.data_ptr(), d.data_ptr(), block_scale.data_ptr(), threads,
+        )
+        if not math.isfinite(scale):
+            raise EngineError("cannot quantize weights that are not finite (inf or NaN)")
+        return QuantizedMatrix(format, q, d, scale if scale > 0 else 1.0, (rows, cols))
+
+    def dequantize(self, weight: Matrix, threads: int = 1) -> torch.Tensor:
+        if not isinstance(weight, QuantizedMatrix):
+            return super().dequantize(weight, threads)
+        rows, cols = weight.shape
+        out = torch.empty(rows, cols, dtype=torch.float32)
+        address, _alive = _pointer(weight)
+        self._lib.rwkv_dequantize(address, _dtype_code(weight), out.data_ptr(), rows, cols, threads)
         return out
 
     def wkv7(
@@ -183,10 +260,10 @@ class DecodeWeights(Protocol):
     """A whole model as the fused kernel sees it."""
 
     config: ModelConfig
-    emb: torch.Tensor
+    emb: Matrix
     ln0: tuple[torch.Tensor, torch.Tensor]
     ln_out: tuple[torch.Tensor, torch.Tensor]
-    head: torch.Tensor
+    head: Matrix
     layers: Sequence[CpuLayer]
 
 
@@ -204,7 +281,7 @@ class _DecodeLayer(ctypes.Structure):
 class _DecodeModel(ctypes.Structure):
     _fields_ = [
         *((name, ctypes.c_int64) for name in ("n_layer", "C", "H", "N", "F", "vocab", "dw", "da", "dv", "dg")),
-        ("dtype", ctypes.c_int), ("lora_dtype", ctypes.c_int),
+        ("dtype", ctypes.c_int), ("lora_dtype", ctypes.c_int), ("emb_dtype", ctypes.c_int),
         *((name, ctypes.c_void_p) for name in ("emb", "ln0_w", "ln0_b", "ln_out_w", "ln_out_b", "head")),
         ("layers", ctypes.POINTER(_DecodeLayer)),
     ]
@@ -220,16 +297,22 @@ class DecodePlan:
     def __init__(self, model: DecodeWeights, library: ctypes.CDLL) -> None:
         cfg = model.config
         layers = list(model.layers)
-        big_dtype = model.head.dtype
-        lora_dtype = layers[0].w1t.dtype
-        self._keep: list[torch.Tensor] = []
+        big_dtype = _dtype_code(model.head)
+        lora_dtype = _dtype_code(layers[0].w1t)
+        self._keep: list[object] = []
 
-        def address(t: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> int | None:
+        def address(t: Matrix | None, code: int = 0) -> int | None:
             if t is None:
                 return None
-            if not t.is_contiguous() or t.device.type != "cpu" or t.dtype != dtype:
-                raise ValueError(f"fused decode needs contiguous CPU {dtype} weights, got {t.dtype} {tuple(t.shape)}")
+            if _dtype_code(t) != code:
+                raise ValueError(f"fused decode: a weight of dtype code {_dtype_code(t)} among code {code}")
             self._keep.append(t)
+            if isinstance(t, QuantizedMatrix):
+                descriptor = _describe(t)
+                self._keep.append(descriptor)
+                return ctypes.addressof(descriptor)
+            if not t.is_contiguous() or t.device.type != "cpu":
+                raise ValueError(f"fused decode needs contiguous CPU weights, got {t.dtype} {tuple(t.shape)}")
             return t.data_ptr()
 
         self._layers = (_DecodeLayer * len(layers))()
@@ -253,8 +336,8 @@ class DecodePlan:
             n_layer=cfg.n_layer, C=cfg.n_embd, H=cfg.n_head, N=cfg.head_size,
             F=cfg.ffn_dim, vocab=cfg.vocab,
             dw=cfg.decay_rank, da=cfg.iclr_rank, dv=cfg.value_rank, dg=cfg.gate_rank,
-            dtype=_DTYPE_CODES[big_dtype], lora_dtype=_DTYPE_CODES[lora_dtype],
-            emb=address(model.emb, big_dtype), ln0_w=address(model.ln0[0]), ln0_b=address(model.ln0[1]),
+            dtype=big_dtype, lora_dtype=lora_dtype, emb_dtype=_dtype_code(model.emb),
+            emb=address(model.emb, _dtype_code(model.emb)), ln0_w=address(model.ln0[0]), ln0_b=address(model.ln0[1]),
             ln_out_w=address(model.ln_out[0]), ln_out_b=address(model.ln_out[1]),
             head=address(model.head, big_dtype), layers=self._layers,
         )
@@ -308,18 +391,30 @@ def _cpu_identity() -> str:
     return "\n".join(sorted(set(wanted)))
 
 
+_BASE_FLAGS = ["-O3", "-std=c11", "-shared", "-fPIC", "-pthread", "-fopenmp-simd"]
+
+
 def _flag_sets() -> list[list[str]]:
-    base = ["-O3", "-std=c11", "-shared", "-fPIC", "-pthread", "-fopenmp-simd"]
     machine = ["-march=native"] if platform.machine() in ("x86_64", "AMD64", "i686") else ["-mcpu=native"]
-    return [base + machine, base]
+    return [_BASE_FLAGS + machine, _BASE_FLAGS]
 
 
-def _build(compiler: str) -> Path:
+def build_variant(target_flags: Sequence[str]) -> NativeKernels:
+    """The kernels compiled for other instruction sets than this CPU's best, e.g.
+    ``["-march=haswell"]`` (AVX2 without AVX-512) or ``[]`` (the portable C paths), so that
+    tests on one machine cover every path. Raises RuntimeError without a compiler."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        raise RuntimeError("no C compiler")
+    return NativeKernels(ctypes.CDLL(str(_build(compiler, [_BASE_FLAGS + list(target_flags)]))))
+
+
+def _build(compiler: str, flag_sets: list[list[str]] | None = None) -> Path:
     source = _SOURCE.read_bytes()
     directory = cache_dir() / "kernels"
     directory.mkdir(parents=True, exist_ok=True)
     last_error = ""
-    for flags in _flag_sets():
+    for flags in flag_sets or _flag_sets():
         key = hashlib.sha256(
             source + repr(flags).encode() + compiler.encode() + _cpu_identity().encode()
         ).hexdigest()[:16]

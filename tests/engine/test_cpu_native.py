@@ -111,27 +111,31 @@ def _warm_state(model) -> State:
     return state
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16", "int8", "q4"])
 def test_fused_decode_matches_the_op_by_op_forward(native, fused_case, dtype) -> None:
     fused = load_model(fused_case, device="cpu", dtype=dtype)
     fused.backend.kernels = native
     op_by_op = load_model(fused_case, device="cpu", dtype=dtype)
     op_by_op.backend.kernels = _OpByOp(native)
     state_fused = state_ops = _warm_state(op_by_op)
+    # Quantized products round their input to 16 bits per block, which the op-by-op LoRA
+    # products (torch, on dequantized weights) do not.
+    tolerance = 1e-3 if dtype in ("int8", "q4") else 1e-4
     for token in [0, 7, fused.info.vocab - 1, 42, 42, 13]:
         logits_fused, state_fused = fused.forward([token], state_fused)
         logits_ops, state_ops = op_by_op.forward([token], state_ops)
         scale = logits_ops.std().item()
-        assert (logits_fused - logits_ops).abs().max().item() <= 1e-4 * scale
+        assert (logits_fused - logits_ops).abs().max().item() <= tolerance * scale
         for name in ("att_x", "wkv", "ffn_x"):
             ours, theirs = getattr(state_fused, name), getattr(state_ops, name)
-            assert (ours - theirs).abs().max().item() <= 1e-4 * (theirs.abs().max().item() + 1e-6), name
+            assert (ours - theirs).abs().max().item() <= tolerance * (theirs.abs().max().item() + 1e-6), name
         assert state_fused.tokens_seen == state_ops.tokens_seen
 
 
-def test_fused_decode_does_not_depend_on_the_thread_count(native, fused_case) -> None:
+@pytest.mark.parametrize("dtype", ["bf16", "int8", "q4"])
+def test_fused_decode_does_not_depend_on_the_thread_count(native, fused_case, dtype) -> None:
     """Seeded generation must repeat exactly, whatever RWKV_TUI_THREADS says."""
-    model = load_model(fused_case, device="cpu", dtype="bf16")
+    model = load_model(fused_case, device="cpu", dtype=dtype)
     model.backend.kernels = native
     warm = _warm_state(model)
     results = []

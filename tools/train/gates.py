@@ -87,11 +87,12 @@ GREEDY = SamplingParams(temperature=1.0, top_p=0.0, top_k=0, presence_penalty=0.
                         frequency_penalty=0.0, max_tokens=200, seed=0)
 
 
-def chat_gate(model_path: Path, n: int = 200) -> GateResult:
+def chat_gate(model_path: Path, n: int = 200, dtype: str | None = None) -> GateResult:
+    """``dtype``: the weight format to run the model in (default: the CPU default)."""
     from tools.train.chat_data import split
 
     started = time.monotonic()
-    model = engine.load_model(model_path, device="cpu")
+    model = engine.load_model(model_path, device="cpu", dtype=dtype)
     tokenizer = engine.get_tokenizer("bytes")
     questions = split().heldout[:n]
     correct = 0

@@ -7,6 +7,7 @@ They must not import Textual: scripts should start fast and work without a termi
 COMMAND_MODULES = (
     "tui.commands.generate",
     "tui.commands.music",
+    "tui.commands.quantize",
     "tui.commands.state",
     "tui.commands.models",
 )
