@@ -342,7 +342,7 @@ class RwkvApp(App[int]):
             if not chat.generating:
                 self.query_one(StatusLine).set_state_size(event.state_bytes, event.tokens_seen)
         elif isinstance(event, ModelLoading):
-            self.query_one(LoadProgress).show(event)
+            self.query_one(LoadProgress).show_loading(event)
         elif isinstance(event, ModelLoaded):
             self._model_loaded(event)
         elif isinstance(event, ModelLoadFailed):
@@ -391,7 +391,7 @@ class RwkvApp(App[int]):
 
     def _model_loaded(self, event: ModelLoaded) -> None:
         s = event.summary
-        self.query_one(LoadProgress).done()
+        self.query_one(LoadProgress).hide()
         self.query_one(ModelBar).set_model(s)
         if s.role == "chat":
             self.chat_pane.has_model = True
@@ -421,7 +421,7 @@ class RwkvApp(App[int]):
             self.chat_pane.apply_settings(settings)
 
     def _model_load_failed(self, event: ModelLoadFailed) -> None:
-        self.query_one(LoadProgress).done()
+        self.query_one(LoadProgress).hide()
         bar = self.query_one(ModelBar)
         loaded = bar.chat if event.role == "chat" else bar.music
         if loaded is None:

@@ -38,6 +38,7 @@ from engine.fit import MemoryBudget, memory_budget, needed_bytes, verdict
 from engine.units import human_bytes
 from tui.failures import report_failure
 from tui.protocol import Role
+from tui.widgets.progress_line import ProgressLine
 
 #: Seconds between progress refreshes on the UI thread.
 REFRESH = 0.2
@@ -74,39 +75,19 @@ class DownloadJob:
         return self.progress.fraction if self.progress is not None else 0.0
 
 
-class DownloadBar(Horizontal):
+class DownloadBar(ProgressLine):
     """One line under the panes while downloads run: which model, how far, how fast."""
 
-    DEFAULT_CSS = """
-    DownloadBar {
-        height: 1;
-        padding: 0 1;
-        background: $boost;
-        display: none;
-    }
-    DownloadBar.-active { display: block; }
-    DownloadBar > Label { width: auto; margin-right: 2; }
-    DownloadBar > ProgressBar { width: 1fr; }
-    """
-
     def __init__(self) -> None:
-        super().__init__()
-        self._label = Label("", id="download-label")
-        self._bar = ProgressBar(total=100, show_eta=False, id="download-bar")
+        super().__init__(label_id="download-label", bar_id="download-bar")
 
-    def compose(self) -> ComposeResult:
-        yield self._label
-        yield self._bar
-
-    def show(self, jobs: list[DownloadJob]) -> None:
+    def show_jobs(self, jobs: list[DownloadJob]) -> None:
         if not jobs:
-            self.remove_class("-active")
+            self.hide()
             return
-        self.add_class("-active")
         job = jobs[0]
         more = f" (+{len(jobs) - 1} more)" if len(jobs) > 1 else ""
-        self._label.update(Text(f"Downloading {job.entry.name}{more}: {_describe(job)}"))
-        self._bar.update(total=100, progress=round(job.fraction * 100, 1))
+        self.show(Text(f"Downloading {job.entry.name}{more}: {_describe(job)}"), job.fraction)
 
 
 class ModelDownloads:
@@ -173,7 +154,7 @@ class ModelDownloads:
     def _tick(self) -> None:
         """On the UI thread: show progress, and finish the downloads that ended."""
         running = self.running()
-        self._bar().show(running)
+        self._bar().show_jobs(running)
         for name, job in list(self.jobs.items()):
             if job.state == "running":
                 continue

@@ -4,42 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.app import ComposeResult
-from textual.containers import Horizontal
-from textual.widgets import Label, ProgressBar
-
 from tui.protocol import ModelLoading
 from tui.safe_text import plain
+from tui.widgets.progress_line import ProgressLine
 from tui.widgets.status_line import human_bytes
 
 
-class LoadProgress(Horizontal):
-    DEFAULT_CSS = """
-    LoadProgress {
-        height: 1;
-        padding: 0 1;
-        background: $boost;
-        display: none;
-    }
-    LoadProgress.-active { display: block; }
-    LoadProgress > Label { width: auto; margin-right: 2; }
-    LoadProgress > ProgressBar { width: 1fr; }
-    """
+class LoadProgress(ProgressLine):
+    def __init__(self, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(label_id="load-label", bar_id="load-bar", id=id)
 
-    def compose(self) -> ComposeResult:
-        yield Label("", id="load-label")
-        yield ProgressBar(total=100, show_eta=False, id="load-bar")
-
-    def show(self, event: ModelLoading) -> None:
-        self.add_class("-active")
+    def show_loading(self, event: ModelLoading) -> None:
         name = Path(event.path).name
         size = f" ({human_bytes(event.size_bytes)})" if event.size_bytes else ""
-        self.query_one("#load-label", Label).update(plain(f"Loading {event.role} model {name}{size}: {event.stage}"))
-        bar = self.query_one(ProgressBar)
-        if event.fraction is None:
-            bar.update(total=None)
-        else:
-            bar.update(total=100, progress=round(event.fraction * 100, 1))
-
-    def done(self) -> None:
-        self.remove_class("-active")
+        self.show(plain(f"Loading {event.role} model {name}{size}: {event.stage}"), event.fraction)
